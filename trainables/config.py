@@ -1,0 +1,79 @@
+"""One run's configuration as plain, validated data.
+
+Defaults are the paper's protocol (Sec. 4): Adam, lr 1e-3, weight decay 1e-6, batch 256,
+tau 0.5. ``arch`` and ``stem`` default to the data set's (ResNet-18 for Fashion-MNIST and digits,
+ResNet-50 for CIFAR-10 and STL-10).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+from trainables.data import dataset_spec
+from trainables.errors import ConfigError
+from trainables.losses import SUBSAMPLE_MODES
+from trainables.models import check_K
+
+
+@dataclass
+class TrainConfig:
+    dataset: str = "digits"
+    arch: str | None = None
+    K: int = 4
+    threshold: float | None = None  # T of Eq. (5); None is Eq. (1)
+    subsample: str = "both"
+    tau: float = 0.5
+    epochs: int = 10
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 1e-6
+    width: float = 1.0
+    subset: int | None = None  # cap on the labelled train (and unlabeled) images
+    data_dir: str = "data"
+    download: bool = True
+    seed: int = 0
+    device: str = "auto"
+    knn_k: int = 200
+    knn_temperature: float = 0.1
+
+    def __post_init__(self):
+        spec = dataset_spec(self.dataset)
+        if self.arch is None:
+            self.arch = spec.arch
+        check_K(self.arch, self.K)
+        if self.threshold is not None and not -1.0 <= self.threshold <= 1.0:
+            raise ConfigError(f"threshold={self.threshold} is outside [-1, 1] (or None for Eq. (1))")
+        if self.subsample not in SUBSAMPLE_MODES:
+            raise ConfigError(
+                f"subsample={self.subsample!r} is unknown; allowed: {', '.join(SUBSAMPLE_MODES)}"
+            )
+        _positive(self, "tau", "epochs", "batch_size", "lr", "width", "knn_k", "knn_temperature")
+        if self.weight_decay < 0:
+            raise ConfigError(f"weight_decay={self.weight_decay} must be >= 0")
+        if self.subset is not None and self.subset < 2:
+            raise ConfigError(f"subset={self.subset} must be at least 2 (or None for all)")
+        if self.batch_size < 2:
+            raise ConfigError(f"batch_size={self.batch_size} must be at least 2")
+        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
+            raise ConfigError(f"device={self.device!r} is unknown; allowed: auto, cpu, cuda[:N]")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(
+                f"unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}"
+            )
+        return cls(**d)
+
+
+def _positive(cfg: TrainConfig, *names: str) -> None:
+    for name in names:
+        value = getattr(cfg, name)
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            raise ConfigError(f"{name}={value!r} must be a positive number")

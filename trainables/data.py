@@ -1,0 +1,190 @@
+"""Data sets as whole uint8 tensors, with a validation split carved from the labelled train set.
+
+``load_data`` returns a ``DataBundle``: the images self-supervised training sees (``pretrain``),
+the labelled train part (kNN bank, linear evaluation), the validation split (every selection
+signal) and the test set (reported only). Batches are index slices of these tensors on the
+training device; there is no per-image loader on the hot path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from trainables.errors import ConfigError, DataError
+
+SPLIT_SEED = 0  # the validation (and digits' test) split never moves with the run's seed
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    channels: int
+    size: int
+    num_classes: int
+    arch: str  # the paper's default architecture for this data set
+    stem: str
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    val_fraction: float
+    files: str  # where the raw files go, for the error message
+
+
+@dataclass
+class DataBundle:
+    """uint8 images [N, C, H, W] and int64 labels; ``pretrain`` has no labels."""
+
+    spec: DatasetSpec
+    pretrain: torch.Tensor
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+
+    def to(self, device: torch.device | str) -> DataBundle:
+        moved = {
+            f.name: getattr(self, f.name).to(device)
+            for f in fields(self)
+            if isinstance(getattr(self, f.name), torch.Tensor)
+        }
+        return replace(self, **moved)
+
+
+SPECS = {
+    "digits": DatasetSpec(
+        "digits", 1, 8, 10, "resnet18", "small", (0.305,), (0.376,), 0.1,
+        "nowhere: scikit-learn ships them",
+    ),
+    "fmnist": DatasetSpec(
+        "fmnist", 1, 28, 10, "resnet18", "small", (0.286,), (0.353,), 0.1,
+        "{root}/FashionMNIST/raw/ (train-images-idx3-ubyte, train-labels-idx1-ubyte, "
+        "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte)",
+    ),
+    "cifar10": DatasetSpec(
+        "cifar10", 3, 32, 10, "resnet50", "small",
+        (0.491, 0.482, 0.447), (0.247, 0.243, 0.262), 0.1,
+        "{root}/cifar-10-batches-py/ (data_batch_1..5, test_batch, batches.meta)",
+    ),
+    "stl10": DatasetSpec(
+        "stl10", 3, 96, 10, "resnet50", "stl10",
+        (0.441, 0.428, 0.387), (0.268, 0.261, 0.269), 0.1,
+        "{root}/stl10_binary/ (train_X.bin, train_y.bin, test_X.bin, test_y.bin, "
+        "unlabeled_X.bin)",
+    ),
+}
+
+
+def dataset_spec(name: str) -> DatasetSpec:
+    if name not in SPECS:
+        raise ConfigError(f"dataset={name!r} is unknown; allowed: {', '.join(SPECS)}")
+    return SPECS[name]
+
+
+def load_data(
+    name: str,
+    data_dir: str | Path = "data",
+    subset: int | None = None,
+    download: bool = True,
+) -> DataBundle:
+    """Load ``name`` into memory; ``subset`` keeps the first images of the shuffled train parts."""
+    spec = dataset_spec(name)
+    root = Path(data_dir).expanduser()
+    pretrain_extra, (train_x, train_y), (test_x, test_y) = _LOADERS[name](root, download, spec)
+    (train_x, train_y), (val_x, val_y) = _split(train_x, train_y, spec.val_fraction)
+    if subset is not None:
+        train_x, train_y = train_x[:subset], train_y[:subset]
+        if pretrain_extra is not None:
+            pretrain_extra = pretrain_extra[:subset]
+    pretrain = train_x if pretrain_extra is None else torch.cat([pretrain_extra, train_x])
+    return DataBundle(spec, pretrain, train_x, train_y, val_x, val_y, test_x, test_y)
+
+
+def _split(x: torch.Tensor, y: torch.Tensor, fraction: float):
+    """Shuffle with the fixed split seed and carve ``fraction`` off as the held-out part."""
+    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(SPLIT_SEED))
+    n_held = max(1, int(round(fraction * len(x))))
+    keep, held = perm[n_held:], perm[:n_held]
+    return (x[keep], y[keep]), (x[held], y[held])
+
+
+def _images(array, channels_last: bool = False) -> torch.Tensor:
+    t = torch.as_tensor(np.asarray(array), dtype=torch.uint8)
+    if t.dim() == 3:
+        t = t.unsqueeze(1)
+    elif channels_last:
+        t = t.permute(0, 3, 1, 2)
+    return t.contiguous()
+
+
+def _labels(array) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(array), dtype=torch.int64)
+
+
+def _torchvision(cls, root: Path, download: bool, spec: DatasetSpec, **kwargs):
+    """Open a torchvision data set from ``root``, downloading it when allowed and possible."""
+    try:
+        return cls(str(root), download=False, **kwargs)
+    except RuntimeError as missing:
+        reason = f"{missing}".rstrip(".")
+    if download:
+        try:
+            return cls(str(root), download=True, **kwargs)
+        except Exception as e:  # no network, a proxy, a partial file: all end the same way
+            reason = f"download failed ({type(e).__name__}: {e})"
+    raise DataError(
+        f"{spec.name} not found ({reason}); put the files in {spec.files.format(root=root)} "
+        f"or run once with network access"
+    )
+
+
+def _digits(root: Path, download: bool, spec: DatasetSpec):
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = torch.as_tensor(digits.images * (255.0 / 16.0)).round().to(torch.uint8).unsqueeze(1)
+    y = _labels(digits.target)
+    # Digits has no official test set: a fixed 20% plays that part.
+    (train_x, train_y), test = _split(x, y, 0.2)
+    return None, (train_x, train_y), test
+
+
+def _fmnist(root: Path, download: bool, spec: DatasetSpec):
+    from torchvision.datasets import FashionMNIST
+
+    parts = [_torchvision(FashionMNIST, root, download, spec, train=t) for t in (True, False)]
+    return None, *((_images(p.data), _labels(p.targets)) for p in parts)
+
+
+def _cifar10(root: Path, download: bool, spec: DatasetSpec):
+    from torchvision.datasets import CIFAR10
+
+    parts = [_torchvision(CIFAR10, root, download, spec, train=t) for t in (True, False)]
+    return None, *((_images(p.data, channels_last=True), _labels(p.targets)) for p in parts)
+
+
+def _stl10(root: Path, download: bool, spec: DatasetSpec):
+    from torchvision.datasets import STL10
+
+    # Pre-training on unlabeled + train; evaluation trains on the 5k labelled train images.
+    unlabeled = _torchvision(STL10, root, download, spec, split="unlabeled")
+    train = _torchvision(STL10, root, download, spec, split="train")
+    test = _torchvision(STL10, root, download, spec, split="test")
+    return (
+        _images(unlabeled.data),
+        (_images(train.data), _labels(train.labels)),
+        (_images(test.data), _labels(test.labels)),
+    )
+
+
+_LOADERS: dict[str, Callable] = {
+    "digits": _digits,
+    "fmnist": _fmnist,
+    "cifar10": _cifar10,
+    "stl10": _stl10,
+}

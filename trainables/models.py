@@ -1,0 +1,197 @@
+"""The decoupled ResNet encoder: stems, split points (Table 3) and local projector heads.
+
+The residual blocks are torchvision's own ``BasicBlock`` (ResNet-18) and ``Bottleneck``
+(ResNet-50). The network is cut into K decoupled blocks f^k holding equal runs of consecutive
+residual blocks, the stem with the first (Sec. 3.1, appendix); each f^k has a projector head g^k.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torchvision.models.resnet import BasicBlock, Bottleneck
+
+from trainables.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    block: type[nn.Module]
+    layers: tuple[int, ...]  # residual blocks per ResNet layer
+
+
+ARCHS = {
+    "resnet18": ArchSpec(BasicBlock, (2, 2, 2, 2)),
+    "resnet50": ArchSpec(Bottleneck, (3, 4, 6, 3)),
+}
+BASE_WIDTHS = (64, 128, 256, 512)
+STEMS = ("small", "stl10")  # 3x3/s1 for CIFAR-10, Fashion-MNIST, digits; 5x5/s2 for STL-10
+PROJ_DIM = 128
+
+
+def n_residual_blocks(arch: str) -> int:
+    return sum(_arch(arch).layers)
+
+
+def allowed_K(arch: str) -> list[int]:
+    n = n_residual_blocks(arch)
+    return [k for k in range(1, n + 1) if n % k == 0]
+
+
+def check_K(arch: str, K: int) -> None:
+    if K not in allowed_K(arch):
+        raise ConfigError(
+            f"K={K} does not divide the {n_residual_blocks(arch)} residual blocks of {arch}; "
+            f"allowed: {', '.join(map(str, allowed_K(arch)))}"
+        )
+
+
+def split_points(arch: str, K: int) -> list[tuple[int, int]]:
+    """Decoupling points in Table 3's notation: after (layer, block), both 1-indexed."""
+    check_K(arch, K)
+    positions = [(li + 1, bi + 1) for li, n in enumerate(_arch(arch).layers) for bi in range(n)]
+    per_block = len(positions) // K
+    return [positions[(k + 1) * per_block - 1] for k in range(K - 1)]
+
+
+def _arch(arch: str) -> ArchSpec:
+    if arch not in ARCHS:
+        raise ConfigError(f"arch={arch!r} is unknown; allowed: {', '.join(ARCHS)}")
+    return ARCHS[arch]
+
+
+def _stem(kind: str, in_channels: int, width: int) -> nn.Sequential:
+    if kind == "small":
+        conv = nn.Conv2d(in_channels, width, kernel_size=3, stride=1, padding=1, bias=False)
+    elif kind == "stl10":
+        conv = nn.Conv2d(in_channels, width, kernel_size=5, stride=2, padding=2, bias=False)
+    else:
+        raise ConfigError(f"stem={kind!r} is unknown; allowed: {', '.join(STEMS)}")
+    # No max-pool on these small images (appendix).
+    return nn.Sequential(conv, nn.BatchNorm2d(width), nn.ReLU(inplace=True))
+
+
+def residual_blocks(arch: str, width: float, stem_width: int) -> list[nn.Module]:
+    """The residual blocks of ``arch`` in order, with torchvision's downsample rule."""
+    spec = _arch(arch)
+    blocks: list[nn.Module] = []
+    inplanes = stem_width
+    for li, n in enumerate(spec.layers):
+        planes = scaled(BASE_WIDTHS[li], width)
+        for bi in range(n):
+            stride = 2 if (li > 0 and bi == 0) else 1
+            out = planes * spec.block.expansion
+            downsample = None
+            if stride != 1 or inplanes != out:
+                downsample = nn.Sequential(
+                    nn.Conv2d(inplanes, out, kernel_size=1, stride=stride, bias=False),
+                    nn.BatchNorm2d(out),
+                )
+            blocks.append(spec.block(inplanes, planes, stride=stride, downsample=downsample))
+            inplanes = out
+    return blocks
+
+
+def scaled(channels: int, width: float) -> int:
+    return max(1, int(round(channels * width)))
+
+
+class LocalHead(nn.Module):
+    """g^k for k < K (appendix): 3x3 conv stride 2 keeping the channels, BN, ReLU, GAP, FC, ReLU,
+    FC to 128."""
+
+    def __init__(self, channels: int, out_dim: int = PROJ_DIM):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(channels, channels, kernel_size=3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(channels),
+            nn.ReLU(inplace=True),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(channels, channels),
+            nn.ReLU(inplace=True),
+            nn.Linear(channels, out_dim),
+        )
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.net(h)
+
+
+class MLPHead(nn.Module):
+    """g^K: SimCLR's 2-layer MLP projection head on the pooled final representation."""
+
+    def __init__(self, channels: int, out_dim: int = PROJ_DIM):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(channels, channels),
+            nn.ReLU(inplace=True),
+            nn.Linear(channels, out_dim),
+        )
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.net(h)
+
+
+class DecoupledResNet(nn.Module):
+    """A ResNet cut into K decoupled blocks ``blocks[k]`` (f^k) with heads ``heads[k]`` (g^k).
+
+    ``forward`` returns the final representation h^K; training goes block by block (see
+    ``trainables.train``) so that no gradient crosses a decoupling point.
+    """
+
+    def __init__(
+        self,
+        arch: str = "resnet18",
+        K: int = 1,
+        in_channels: int = 3,
+        stem: str = "small",
+        width: float = 1.0,
+        proj_dim: int = PROJ_DIM,
+    ):
+        super().__init__()
+        check_K(arch, K)
+        if not width > 0:
+            raise ConfigError(f"width={width} must be > 0")
+        self.arch, self.K = arch, K
+        self.split_points = split_points(arch, K)
+        stem_width = scaled(BASE_WIDTHS[0], width)
+        res = residual_blocks(arch, width, stem_width)
+        per_block = len(res) // K
+        groups = [res[k * per_block:(k + 1) * per_block] for k in range(K)]
+        groups[0] = [_stem(stem, in_channels, stem_width), *groups[0]]
+        self.blocks = nn.ModuleList(nn.Sequential(*g) for g in groups)
+        self.channels = [_out_channels(g[-1]) for g in groups]
+        self.heads = nn.ModuleList(
+            LocalHead(c, proj_dim) if k < K - 1 else MLPHead(c, proj_dim)
+            for k, c in enumerate(self.channels)
+        )
+        self.residuals_per_block = per_block
+
+    @property
+    def feature_dim(self) -> int:
+        return self.channels[-1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+    def block_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Every h^k, k = 1..K (for probes and spectra)."""
+        outs = []
+        for block in self.blocks:
+            x = block(x)
+            outs.append(x)
+        return outs
+
+
+def _out_channels(block: nn.Module) -> int:
+    if isinstance(block, Bottleneck):
+        return block.bn3.num_features
+    if isinstance(block, BasicBlock):
+        return block.bn2.num_features
+    return block[1].num_features  # a stem: conv, BN, ReLU

@@ -1,0 +1,177 @@
+"""Decoupled SimCLR training (Sec. 3.1): each block learns from its own local loss.
+
+Per step, for k = 1..K: ``h = f^k(h.detach())``, ``z = g^k(h)``, the local loss of Eq. (1) or
+Eq. (5), backward; block k's graph is freed before block k+1 runs, so memory holds one block's
+graph at a time, and the detach is the StopGrad of Table 3. Both views go through the network as
+one batch of 2N, so BatchNorm normalises them together. Per-block metrics stay on the device and
+are read once per epoch.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from trainables.augment import Normalize, SimCLRAugment
+from trainables.config import TrainConfig
+from trainables.data import DataBundle, load_data
+from trainables.errors import ConfigError
+from trainables.features import knn_accuracy, pooled_features
+from trainables.losses import contrastive_loss
+from trainables.models import DecoupledResNet
+
+STEP_METRICS = ("loss", "kept_pos", "kept_neg")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={name!r} asked, but no CUDA device is visible; use cpu or auto")
+    return torch.device(name)
+
+
+class Trainer:
+    """Owns the model, optimiser, data and history of one run; resumable from a checkpoint."""
+
+    def __init__(self, cfg: TrainConfig, data: DataBundle | None = None):
+        self.cfg = cfg
+        self.device = resolve_device(cfg.device)
+        self.cuda = self.device.type == "cuda"
+        torch.manual_seed(cfg.seed)
+        if data is None:
+            data = load_data(cfg.dataset, cfg.data_dir, cfg.subset, cfg.download)
+        self.data = data.to(self.device)
+        spec = data.spec
+        model = DecoupledResNet(cfg.arch, cfg.K, spec.channels, spec.stem, cfg.width)
+        memory_format = torch.channels_last if self.cuda else torch.contiguous_format
+        self.memory_format = memory_format
+        self.model = model.to(self.device, memory_format=memory_format)
+        self.augment = SimCLRAugment(
+            (spec.size, spec.size), spec.channels, spec.mean, spec.std
+        ).to(self.device)
+        self.normalize = Normalize(spec.mean, spec.std).to(self.device)
+        self.optimizer = torch.optim.Adam(
+            self.model.parameters(),
+            lr=cfg.lr,
+            weight_decay=cfg.weight_decay,
+            **({"fused": True} if self.cuda else {"foreach": True}),
+        )
+        self.epoch = 0
+        self.history: list[dict] = []
+
+    # -- training ---------------------------------------------------------------------------
+    def train_step(self, images: torch.Tensor) -> torch.Tensor:
+        """One step on a uint8 batch; returns [K, 3] (loss, kept_pos, kept_neg) on the device."""
+        cfg = self.cfg
+        views = torch.cat([self.augment(images), self.augment(images)])
+        h = views.contiguous(memory_format=self.memory_format)
+        self.optimizer.zero_grad(set_to_none=True)
+        rows = []
+        for block, head in zip(self.model.blocks, self.model.heads):
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cuda):
+                h = block(h.detach())  # StopGrad between blocks
+                z = head(h)
+            out = contrastive_loss(z, cfg.tau, cfg.threshold, cfg.subsample)
+            out.loss.backward()  # frees block k's graph
+            rows.append(torch.cat([out.loss.detach().reshape(1), out.kept]))
+        self.optimizer.step()
+        return torch.stack(rows)
+
+    def train_epoch(self) -> dict:
+        """One pass over the pre-training images, then the kNN monitor; appends to history."""
+        self.model.train()
+        images = self.data.pretrain
+        n = len(images)
+        batch = min(self.cfg.batch_size, n)
+        steps = n // batch
+        perm = torch.randperm(n).to(self.device)
+        if self.cuda:
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        totals = torch.zeros(self.cfg.K, len(STEP_METRICS), device=self.device)
+        for s in range(steps):
+            totals += self.train_step(images[perm[s * batch:(s + 1) * batch]])
+        means = (totals / steps).cpu()  # the epoch's one host sync
+        seconds = time.perf_counter() - start
+        self.epoch += 1
+        record = {"epoch": self.epoch}
+        for j, name in enumerate(STEP_METRICS):
+            record[name] = [float(v) for v in means[:, j]]
+        record["knn_val_acc"] = self.knn_val_accuracy()
+        record["epoch_seconds"] = seconds
+        record["images_per_s"] = 2 * steps * batch / seconds  # two views count as two
+        self.history.append(record)
+        return record
+
+    def fit(
+        self,
+        epochs: int | None = None,
+        on_epoch: Callable[[dict], None] | None = None,
+        checkpoint: str | Path | None = None,
+    ) -> list[dict]:
+        """Train until ``epochs`` (default: the config's) have run, saving after every epoch."""
+        target = self.cfg.epochs if epochs is None else epochs
+        while self.epoch < target:
+            record = self.train_epoch()
+            if checkpoint is not None:
+                self.save(checkpoint)
+            if on_epoch is not None:
+                on_epoch(record)
+        return self.history
+
+    def knn_val_accuracy(self) -> float:
+        """kNN accuracy of the final representation: train-part bank, validation queries."""
+        bank, = pooled_features(self.model, self.data.train_x, self.normalize)
+        queries, = pooled_features(self.model, self.data.val_x, self.normalize)
+        return knn_accuracy(
+            bank, self.data.train_y, queries, self.data.val_y,
+            k=self.cfg.knn_k, temperature=self.cfg.knn_temperature,
+            num_classes=self.data.spec.num_classes,
+        )
+
+    # -- checkpoints ------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        state = {
+            "config": self.cfg.to_dict(),
+            "epoch": self.epoch,
+            "history": self.history,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "rng_cpu": torch.get_rng_state(),
+        }
+        if self.cuda:
+            state["rng_cuda"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.epoch = int(state["epoch"])
+        self.history = list(state["history"])
+        torch.set_rng_state(state["rng_cpu"])
+        if self.cuda and "rng_cuda" in state:
+            torch.cuda.set_rng_state(state["rng_cuda"], self.device)
+
+    def save(self, path: str | Path) -> None:
+        """Write atomically: a crash mid-write leaves the previous checkpoint intact."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        torch.save(self.state_dict(), tmp)
+        os.replace(tmp, path)
+
+    @classmethod
+    def from_checkpoint(
+        cls, path: str | Path, data: DataBundle | None = None, **overrides
+    ) -> Trainer:
+        """Rebuild a run from ``path``; ``overrides`` may change e.g. ``epochs`` or ``device``."""
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        cfg = TrainConfig.from_dict({**state["config"], **overrides})
+        trainer = cls(cfg, data)
+        trainer.load_state_dict(state)
+        return trainer
