@@ -8,6 +8,8 @@ training device; there is no per-image loader on the hot path.
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -31,6 +33,7 @@ class DatasetSpec:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     val_fraction: float
+    width: float  # default channel multiplier: narrow where a CPU must cope
     files: str  # where the raw files go, for the error message
 
 
@@ -58,22 +61,22 @@ class DataBundle:
 
 SPECS = {
     "digits": DatasetSpec(
-        "digits", 1, 8, 10, "resnet18", "small", (0.305,), (0.376,), 0.1,
+        "digits", 1, 8, 10, "resnet18", "small", (0.305,), (0.376,), 0.1, 0.25,
         "nowhere: scikit-learn ships them",
     ),
     "fmnist": DatasetSpec(
-        "fmnist", 1, 28, 10, "resnet18", "small", (0.286,), (0.353,), 0.1,
+        "fmnist", 1, 28, 10, "resnet18", "small", (0.286,), (0.353,), 0.1, 1.0,
         "{root}/FashionMNIST/raw/ (train-images-idx3-ubyte, train-labels-idx1-ubyte, "
         "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte)",
     ),
     "cifar10": DatasetSpec(
         "cifar10", 3, 32, 10, "resnet50", "small",
-        (0.491, 0.482, 0.447), (0.247, 0.243, 0.262), 0.1,
+        (0.491, 0.482, 0.447), (0.247, 0.243, 0.262), 0.1, 1.0,
         "{root}/cifar-10-batches-py/ (data_batch_1..5, test_batch, batches.meta)",
     ),
     "stl10": DatasetSpec(
         "stl10", 3, 96, 10, "resnet50", "stl10",
-        (0.441, 0.428, 0.387), (0.268, 0.261, 0.269), 0.1,
+        (0.441, 0.428, 0.387), (0.268, 0.261, 0.269), 0.1, 1.0,
         "{root}/stl10_binary/ (train_X.bin, train_y.bin, test_X.bin, test_y.bin, "
         "unlabeled_X.bin)",
     ),
@@ -131,12 +134,14 @@ def _torchvision(cls, root: Path, download: bool, spec: DatasetSpec, **kwargs):
     try:
         return cls(str(root), download=False, **kwargs)
     except RuntimeError as missing:
-        reason = f"{missing}".rstrip(".")
+        reason = f"{missing}"
     if download:
         try:
-            return cls(str(root), download=True, **kwargs)
+            with contextlib.redirect_stdout(sys.stderr):  # torchvision prints its progress
+                return cls(str(root), download=True, **kwargs)
         except Exception as e:  # no network, a proxy, a partial file: all end the same way
-            reason = f"download failed ({type(e).__name__}: {e})"
+            reason = f"download failed: {type(e).__name__}: {e}"
+    reason = " ".join(reason.split()).rstrip(".")
     raise DataError(
         f"{spec.name} not found ({reason}); put the files in {spec.files.format(root=root)} "
         f"or run once with network access"

@@ -21,7 +21,7 @@ from trainables.config import TrainConfig
 from trainables.data import DataBundle, load_data
 from trainables.errors import ConfigError
 from trainables.features import knn_accuracy, pooled_features
-from trainables.losses import contrastive_loss
+from trainables.losses import ContrastiveLoss, contrastive_loss
 from trainables.models import DecoupledResNet
 
 STEP_METRICS = ("loss", "kept_pos", "kept_neg")
@@ -65,19 +65,23 @@ class Trainer:
         self.history: list[dict] = []
 
     # -- training ---------------------------------------------------------------------------
+    def block_step(self, k: int, h: torch.Tensor) -> tuple[torch.Tensor, ContrastiveLoss]:
+        """Block k's forward and local loss: ``h^k = f^k(StopGrad(h^{k-1}))``, ``g^k(h^k)``."""
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cuda):
+            h = self.model.blocks[k](h.detach())
+            z = self.model.heads[k](h)
+        cfg = self.cfg
+        return h, contrastive_loss(z, cfg.tau, cfg.threshold, cfg.subsample)
+
     def train_step(self, images: torch.Tensor) -> torch.Tensor:
         """One step on a uint8 batch; returns [K, 3] (loss, kept_pos, kept_neg) on the device."""
-        cfg = self.cfg
         views = torch.cat([self.augment(images), self.augment(images)])
         h = views.contiguous(memory_format=self.memory_format)
         self.optimizer.zero_grad(set_to_none=True)
         rows = []
-        for block, head in zip(self.model.blocks, self.model.heads):
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cuda):
-                h = block(h.detach())  # StopGrad between blocks
-                z = head(h)
-            out = contrastive_loss(z, cfg.tau, cfg.threshold, cfg.subsample)
-            out.loss.backward()  # frees block k's graph
+        for k in range(self.cfg.K):
+            h, out = self.block_step(k, h)
+            out.loss.backward()  # frees block k's graph before block k+1 runs
             rows.append(torch.cat([out.loss.detach().reshape(1), out.kept]))
         self.optimizer.step()
         return torch.stack(rows)

@@ -1,0 +1,41 @@
+"""What every command shares: one-line errors for bad input, and JSON output."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+
+from trainables.errors import ConfigError, DataError
+
+
+def run(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> None:
+    """Run a command's ``main``; a bad value or missing data ends in one line, not a traceback."""
+    try:
+        code = main(argv)
+    except (ConfigError, DataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        code = 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        code = 130
+    sys.exit(code or 0)
+
+
+def threshold_arg(text: str) -> float | None:
+    """``--threshold``: a number, or ``none`` for Eq. (1)."""
+    if text.lower() in ("none", "null", "off"):
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise ConfigError(f"--threshold {text!r} is not a number in [-1, 1] or 'none'") from None
+
+
+def print_json(obj: dict) -> None:
+    print(json.dumps(obj), flush=True)
+
+
+def log(message: str) -> None:
+    """Progress goes to stderr so that ``--json`` output stays one clean line on stdout."""
+    print(message, file=sys.stderr, flush=True)
