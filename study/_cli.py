@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from collections.abc import Callable
@@ -22,6 +23,17 @@ def run(main: Callable[[list[str] | None], int | None], argv: list[str] | None =
     sys.exit(code or 0)
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors, like every other bad value."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def parser(prog: str, doc: str) -> Parser:
+    return Parser(prog=prog, description=doc.strip().splitlines()[0])
+
+
 def threshold_arg(text: str) -> float | None:
     """``--threshold``: a number, or ``none`` for Eq. (1)."""
     if text.lower() in ("none", "null", "off"):
@@ -29,7 +41,9 @@ def threshold_arg(text: str) -> float | None:
     try:
         return float(text)
     except ValueError:
-        raise ConfigError(f"--threshold {text!r} is not a number in [-1, 1] or 'none'") from None
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number in [-1, 1] or 'none'"
+        ) from None
 
 
 def print_json(obj: dict) -> None:

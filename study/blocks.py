@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import argparse
 
-from study._cli import print_json, run
+from study._cli import parser, print_json, run
 from trainables.cost import block_costs, max_block_macs
 from trainables.data import SPECS, dataset_spec
 from trainables.models import ARCHS, DecoupledResNet
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m study.blocks", description=__doc__.splitlines()[0])
+    p = parser("python -m study.blocks", __doc__)
     p.add_argument("--dataset", default="cifar10", help=f"one of {', '.join(SPECS)}")
     p.add_argument("--arch", default=None, help=f"one of {', '.join(ARCHS)} (default: dataset's)")
     p.add_argument("--K", type=int, default=4, help="number of decoupled blocks")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from study._cli import log, print_json, run, threshold_arg
+from study._cli import log, parser, print_json, run, threshold_arg
 from trainables.config import TrainConfig
 from trainables.data import SPECS
 from trainables.losses import SUBSAMPLE_MODES
@@ -21,7 +21,7 @@ DEFAULTS = TrainConfig()
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m study.train", description=__doc__.splitlines()[0])
+    p = parser("python -m study.train", __doc__)
     p.add_argument("--dataset", default=DEFAULTS.dataset, help=f"one of {', '.join(SPECS)}")
     p.add_argument("--arch", default=None, help=f"one of {', '.join(ARCHS)} (default: dataset's)")
     p.add_argument("--K", type=int, default=DEFAULTS.K, help="decoupled blocks (divides the net)")
