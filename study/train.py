@@ -1,8 +1,9 @@
 """``python -m study.train``: one decoupled SimCLR run, no Ray, progress per epoch.
 
-With ``--json`` the last line on stdout is one JSON object: the final ``knn_val_acc`` and the
-per-epoch ``history``. ``--checkpoint FILE`` saves after every epoch and resumes from FILE when
-it exists.
+At the end: linear evaluation, a linear probe per block, spectra and effective rank per block, max
+block MACs and (on CUDA) peak memory. With ``--json`` the last line on stdout is one JSON object
+with all of these, the final ``knn_val_acc`` and the per-epoch ``history``. ``--checkpoint FILE``
+saves after every epoch and resumes from FILE when it exists.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from pathlib import Path
 from study._cli import log, parser, print_json, run, threshold_arg
 from trainables.config import TrainConfig
 from trainables.data import SPECS
+from trainables.evaluation import LINEAR_EPOCHS
 from trainables.losses import SUBSAMPLE_MODES
 from trainables.models import ARCHS
+from trainables.report import final_report
 from trainables.train import Trainer
 
 DEFAULTS = TrainConfig()
@@ -44,6 +47,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=DEFAULTS.seed)
     p.add_argument("--device", default=DEFAULTS.device, help="auto, cpu or cuda[:N]")
     p.add_argument("--checkpoint", type=Path, default=None, help="save here; resume if present")
+    p.add_argument("--linear-epochs", type=int, default=LINEAR_EPOCHS,
+                   help="epochs of linear evaluation and of each probe (0: skip evaluation)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="write spectra (.npy, PNG), plots and metrics.json here")
     p.add_argument("--json", action="store_true", help="end with one JSON line on stdout")
     return p.parse_args(argv)
 
@@ -89,14 +96,35 @@ def main(argv: list[str] | None = None) -> int:
     )
     final = trainer.history[-1]["knn_val_acc"] if trainer.history else None
     log(f"final kNN validation accuracy: {final:.4f}")
+    metrics = {}
+    if args.linear_epochs > 0:
+        metrics, _ = final_report(trainer, args.linear_epochs, args.out, log)
+        log(summary(metrics))
     if args.json:
         print_json({
             "config": c.to_dict(),
             "split_points": [list(p) for p in trainer.model.split_points],
             "knn_val_acc": final,
+            **metrics,
             "history": trainer.history,
         })
     return 0
+
+
+def summary(m: dict) -> str:
+    def row(values):
+        return " ".join(f"{v:.3f}" for v in values)
+
+    memory = "not measured (CPU)" if m["peak_memory_bytes"] is None else (
+        f"{m['peak_memory_bytes'] / 2**30:.2f} GiB"
+    )
+    return (
+        f"linear eval: train {m['linear_train_acc']:.4f}  val {m['linear_val_acc']:.4f}  "
+        f"test {m['linear_test_acc']:.4f}\n"
+        f"probes val [{row(m['probe_val_acc'])}]  test [{row(m['probe_test_acc'])}]\n"
+        f"effective rank [{' '.join(f'{v:.1f}' for v in m['effective_rank'])}]\n"
+        f"max block MACs {m['max_block_macs'] / 1e6:.1f} M  peak memory {memory}"
+    )
 
 
 if __name__ == "__main__":

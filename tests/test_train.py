@@ -67,13 +67,17 @@ def _cli(*args):
 
 def test_command_prints_json_history_last():
     res = _cli("--dataset", "digits", "--K", "2", "--threshold", "0.0", "--epochs", "2",
-               "--subset", "128", "--batch-size", "64", "--json")
+               "--subset", "128", "--batch-size", "64", "--linear-epochs", "3", "--json")
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout.strip().splitlines()[-1])
     assert [r["epoch"] for r in out["history"]] == [1, 2]
     for r in out["history"]:
         assert len(r["loss"]) == len(r["kept_pos"]) == len(r["kept_neg"]) == 2
     assert out["knn_val_acc"] == out["history"][-1]["knn_val_acc"]
+    for key in ("probe_val_acc", "probe_test_acc", "effective_rank"):
+        assert len(out[key]) == 2, key
+    assert 0 <= out["linear_val_acc"] <= 1 and 0 <= out["linear_test_acc"] <= 1
+    assert out["max_block_macs"] > 0 and out["peak_memory_bytes"] is None
     assert "epoch 2/2" in res.stderr
 
 

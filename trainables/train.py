@@ -96,12 +96,14 @@ class Trainer:
         perm = torch.randperm(n).to(self.device)
         if self.cuda:
             torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats(self.device)
         start = time.perf_counter()
         totals = torch.zeros(self.cfg.K, len(STEP_METRICS), device=self.device)
         for s in range(steps):
             totals += self.train_step(images[perm[s * batch:(s + 1) * batch]])
         means = (totals / steps).cpu()  # the epoch's one host sync
         seconds = time.perf_counter() - start
+        peak = torch.cuda.max_memory_allocated(self.device) if self.cuda else None
         self.epoch += 1
         record = {"epoch": self.epoch}
         for j, name in enumerate(STEP_METRICS):
@@ -109,6 +111,7 @@ class Trainer:
         record["knn_val_acc"] = self.knn_val_accuracy()
         record["epoch_seconds"] = seconds
         record["images_per_s"] = 2 * steps * batch / seconds  # two views count as two
+        record["peak_memory_bytes"] = peak  # training steps only; None on a CPU
         self.history.append(record)
         return record
 
