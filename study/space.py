@@ -1,0 +1,234 @@
+"""Search spaces: ``search_spaces/<dataset>.yaml`` loaded into typed, validated dataclasses.
+
+A file holds the data set, the model, the paper's training protocol (``train``), what Optuna
+searches (``search``: parameter -> distribution), the points evaluated first and the budgets.
+Every error names the file, the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import MISSING, dataclass, field, fields
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from trainables.data import SPECS
+from trainables.errors import ConfigError
+from trainables.losses import SUBSAMPLE_MODES
+from trainables.models import ARCHS, allowed_K
+
+SEARCHABLE = ("threshold", "tau", "K", "subsample", "lr", "weight_decay")
+DISTRIBUTIONS = ("float", "int", "categorical")
+BUDGETS = ("smoke", "short", "paper")
+
+
+@dataclass
+class Model:
+    arch: str
+    width: float = 1.0
+
+
+@dataclass
+class Train:
+    """The paper's protocol (Sec. 4): the values used for whatever is not searched."""
+
+    lr: float = 1e-3
+    weight_decay: float = 1e-6
+    batch_size: int = 256
+    tau: float = 0.5
+    K: int = 1
+    threshold: float | None = None
+    subsample: str = "both"
+    linear_epochs: int = 200
+
+
+@dataclass
+class Distribution:
+    type: str
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    choices: list | None = None
+
+
+@dataclass
+class Budget:
+    epochs: int
+    trials: int
+    concurrency: int = 1
+    grace_period: int = 1
+    subset: int | None = None
+    width: float | None = None  # overrides model.width (narrow nets for CPU budgets)
+    linear_epochs: int | None = None  # overrides train.linear_epochs
+    checkpoint_every: int = 1
+
+
+@dataclass
+class SearchSpace:
+    dataset: str
+    model: Model
+    train: Train
+    search: dict[str, Distribution]
+    budgets: dict[str, Budget]
+    points_to_evaluate: list[dict] = field(default_factory=list)
+    source: str = ""
+
+    def budget(self, name: str) -> Budget:
+        if name not in self.budgets:
+            raise ConfigError(
+                f"{self.source}: budget {name!r} is not defined; allowed: {', '.join(self.budgets)}"
+            )
+        return self.budgets[name]
+
+
+def space_path(dataset: str) -> Path:
+    """The shipped YAML of ``dataset``, wherever the package is installed."""
+    if dataset not in SPECS:
+        raise ConfigError(f"dataset={dataset!r} is unknown; allowed: {', '.join(SPECS)}")
+    return Path(str(resources.files("search_spaces").joinpath(f"{dataset}.yaml")))
+
+
+def load_space(path: str | Path) -> SearchSpace:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"search space file {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
+    return parse_space(raw, str(path))
+
+
+def parse_space(raw: object, source: str) -> SearchSpace:
+    where = _Where(source)
+    if not isinstance(raw, dict):
+        raise where.error("", "the file must be a mapping with keys dataset, model, train, ...")
+    _keys(where, "", raw, {f.name for f in fields(SearchSpace)} - {"source"},
+          required=("dataset", "model", "search", "budgets"))
+    dataset = raw["dataset"]
+    if dataset not in SPECS:
+        raise where.error("dataset", f"{dataset!r} is unknown; allowed: {', '.join(SPECS)}")
+    model = _dataclass(where, "model", raw["model"], Model)
+    if model.arch not in ARCHS:
+        raise where.error("model.arch", f"{model.arch!r} is unknown; allowed: {', '.join(ARCHS)}")
+    if not _number(model.width) or model.width <= 0:
+        raise where.error("model.width", f"{model.width!r} must be a positive number")
+    train = _dataclass(where, "train", raw.get("train") or {}, Train)
+    _check_value(where, "train", train.__dict__, model.arch)
+    search = {}
+    if not isinstance(raw["search"], dict) or not raw["search"]:
+        raise where.error("search", f"must map parameters to distributions; allowed: "
+                          f"{', '.join(SEARCHABLE)}")
+    for name, spec in raw["search"].items():
+        key = f"search.{name}"
+        if name not in SEARCHABLE:
+            raise where.error(key, f"is not searchable; allowed: {', '.join(SEARCHABLE)}")
+        search[name] = _distribution(where, key, spec, name, model.arch)
+    budgets = {}
+    if not isinstance(raw["budgets"], dict) or not raw["budgets"]:
+        raise where.error("budgets", f"must define budgets; allowed: {', '.join(BUDGETS)}")
+    for name, spec in raw["budgets"].items():
+        if name not in BUDGETS:
+            raise where.error(f"budgets.{name}", f"is unknown; allowed: {', '.join(BUDGETS)}")
+        budgets[name] = _budget(where, f"budgets.{name}", spec)
+    points = raw.get("points_to_evaluate") or []
+    for i, point in enumerate(points):
+        key = f"points_to_evaluate[{i}]"
+        if not isinstance(point, dict) or set(point) != set(search):
+            raise where.error(key, f"must set exactly the searched parameters "
+                              f"{', '.join(search)}, got {point!r}")
+        _check_value(where, key, point, model.arch)
+    return SearchSpace(dataset, model, train, search, budgets, list(points), source)
+
+
+class _Where:
+    def __init__(self, source: str):
+        self.source = source
+
+    def error(self, key: str, message: str) -> ConfigError:
+        return ConfigError(f"{self.source}: {key + ' ' if key else ''}{message}")
+
+
+def _keys(where: _Where, prefix: str, raw: dict, allowed: set[str], required=()) -> None:
+    for key in raw:
+        if key not in allowed:
+            name = f"{prefix}.{key}" if prefix else key
+            raise where.error(name, f"is not a known key; allowed: {', '.join(sorted(allowed))}")
+    for key in required:
+        if key not in raw:
+            name = f"{prefix}.{key}" if prefix else key
+            raise where.error(name, "is missing")
+
+
+def _dataclass(where: _Where, prefix: str, raw: object, cls):
+    if not isinstance(raw, dict):
+        raise where.error(prefix, f"must be a mapping, got {raw!r}")
+    names = {f.name for f in fields(cls)}
+    required = [
+        f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING
+    ]
+    _keys(where, prefix, raw, names, required)
+    return cls(**raw)
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _check_value(where: _Where, prefix: str, values: dict, arch: str) -> None:
+    """Check the values of searchable parameters wherever they appear (train, points)."""
+    for name, v in values.items():
+        key = f"{prefix}.{name}"
+        if name == "threshold" and v is not None and (not _number(v) or not -1 <= v <= 1):
+            raise where.error(key, f"{v!r} is outside [-1, 1] (or null for Eq. (1))")
+        if name == "K" and v not in allowed_K(arch):
+            raise where.error(key, f"{v!r} does not divide {arch}; allowed: "
+                              f"{', '.join(map(str, allowed_K(arch)))}")
+        if name == "subsample" and v not in SUBSAMPLE_MODES:
+            raise where.error(key, f"{v!r} is unknown; allowed: {', '.join(SUBSAMPLE_MODES)}")
+        if name in ("tau", "lr", "batch_size", "linear_epochs") and (not _number(v) or v <= 0):
+            raise where.error(key, f"{v!r} must be a positive number")
+        if name == "weight_decay" and (not _number(v) or v < 0):
+            raise where.error(key, f"{v!r} must be a number >= 0")
+
+
+def _distribution(where: _Where, key: str, raw: object, name: str, arch: str) -> Distribution:
+    d = _dataclass(where, key, raw, Distribution)
+    if d.type not in DISTRIBUTIONS:
+        raise where.error(f"{key}.type", f"{d.type!r} is unknown; allowed: "
+                          f"{', '.join(DISTRIBUTIONS)}")
+    if d.type == "categorical":
+        if not isinstance(d.choices, list) or not d.choices:
+            raise where.error(f"{key}.choices", "must be a non-empty list")
+        for c in d.choices:
+            _check_value(where, key, {name: c}, arch)
+        return d
+    if not (_number(d.low) and _number(d.high) and d.low < d.high):
+        raise where.error(key, f"needs numbers low < high, got low={d.low!r} high={d.high!r}")
+    if name in ("K", "subsample"):
+        raise where.error(f"{key}.type", "must be categorical for this parameter")
+    for bound in ("low", "high"):
+        _check_value(where, f"{key}.{bound}", {name: getattr(d, bound)}, arch)
+    if d.log and d.low <= 0:
+        raise where.error(f"{key}.low", f"{d.low!r} must be > 0 with log: true")
+    return d
+
+
+def _budget(where: _Where, key: str, raw: object) -> Budget:
+    b = _dataclass(where, key, raw, Budget)
+    for name in ("epochs", "trials", "concurrency", "grace_period", "checkpoint_every"):
+        v = getattr(b, name)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise where.error(f"{key}.{name}", f"{v!r} must be an integer >= 1")
+    if b.grace_period > b.epochs:
+        raise where.error(f"{key}.grace_period", f"{b.grace_period} exceeds epochs={b.epochs}")
+    if b.subset is not None and (not isinstance(b.subset, int) or b.subset < 2):
+        raise where.error(f"{key}.subset", f"{b.subset!r} must be an integer >= 2 or null")
+    if b.width is not None and (not _number(b.width) or b.width <= 0):
+        raise where.error(f"{key}.width", f"{b.width!r} must be a positive number or null")
+    le = b.linear_epochs
+    if le is not None and (not isinstance(le, int) or le < 1):
+        raise where.error(f"{key}.linear_epochs", f"{b.linear_epochs!r} must be an integer >= 1")
+    return b

@@ -1,0 +1,117 @@
+"""A study's trials as rows read back from MLflow: the end-of-study table, the best model's
+registration, and the source of ``study.export``."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from study._cli import log
+from study.store import Store
+from trainables.errors import ConfigError
+
+SEARCHED = ("threshold", "tau", "K", "subsample")
+
+
+@dataclass
+class TrialRow:
+    trial_id: str
+    run_id: str
+    status: str
+    params: dict
+    knn_val_acc: float | None
+    linear_val_acc: float | None
+    linear_test_acc: float | None
+    model_uri: str | None
+    early_stopped: bool
+    diverged: bool
+
+    @property
+    def rank_key(self) -> tuple:
+        """Validation accuracy only: linear evaluation, then the kNN monitor."""
+        lin = self.linear_val_acc if self.linear_val_acc is not None else -math.inf
+        knn = self.knn_val_acc if self.knn_val_acc is not None else -math.inf
+        return (lin, knn)
+
+
+def study_rows(store: Store, dataset: str, study: str) -> list[TrialRow]:
+    """Every trial run of ``study`` (one per trial), best first by validation accuracy."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(store.tracking_uri)
+    exp = client.get_experiment_by_name(dataset)
+    if exp is None:
+        raise ConfigError(f"no MLflow experiment {dataset!r} at {store.tracking_uri}")
+    runs = client.search_runs([exp.experiment_id], filter_string=f"tags.study = '{study}'",
+                              max_results=10_000)
+    rows = []
+    for r in runs:
+        tags, m, p = r.data.tags, r.data.metrics, r.data.params
+        if "trial_id" not in tags:
+            continue  # the parent run
+        rows.append(TrialRow(
+            trial_id=tags["trial_id"], run_id=r.info.run_id, status=r.info.status,
+            params={k: _parse(p[k]) for k in SEARCHED if k in p},
+            knn_val_acc=m.get("knn_val_acc"), linear_val_acc=m.get("linear_val_acc"),
+            linear_test_acc=m.get("linear_test_acc"), model_uri=tags.get("model_uri"),
+            early_stopped=tags.get("early_stopped") == "true",
+            diverged=tags.get("diverged") == "true",
+        ))
+    return sorted(rows, key=lambda row: row.rank_key, reverse=True)
+
+
+def print_summary(store: Store, study: str, dataset: str, parent_run_id: str,
+                  complete: bool, top: int = 10) -> None:
+    rows = study_rows(store, dataset, study)
+    log(f"\n{study}: {len(rows)} trial run(s), best first by validation accuracy "
+        f"(test accuracy is reported, never used to choose)")
+    log(f"{'trial':<14}{'T':>7}{'tau':>7}{'K':>4}  {'knn val':>8}{'lin val':>9}{'lin test':>9}  "
+        f"state")
+    for row in rows[:top]:
+        state = ("diverged" if row.diverged else "stopped early" if row.early_stopped
+                 else row.status.lower())
+        log(f"{row.trial_id:<14}{_fmt(row.params.get('threshold')):>7}"
+            f"{_fmt(row.params.get('tau')):>7}{row.params.get('K', ''):>4}  "
+            f"{_fmt(row.knn_val_acc):>8}{_fmt(row.linear_val_acc):>9}"
+            f"{_fmt(row.linear_test_acc):>9}  {state}")
+    best = next((r for r in rows if r.model_uri and r.linear_val_acc is not None), None)
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(store.tracking_uri)
+    if best is not None:
+        client.log_metric(parent_run_id, "best_linear_val_acc", best.linear_val_acc)
+        client.set_tag(parent_run_id, "best_run_id", best.run_id)
+        if complete:
+            import mlflow
+
+            mlflow.set_tracking_uri(store.tracking_uri)
+            version = mlflow.register_model(best.model_uri, f"{study}-encoder")
+            log(f"registered the best encoder as {version.name} version {version.version}")
+    if complete:
+        client.set_terminated(parent_run_id, "FINISHED")
+    log(f"\nexport the best T per K:  python -m study.export --dataset {dataset} --study {study}"
+        + _store_flag(store))
+    log("browse every trial:       python -m study.ui" + _store_flag(store))
+
+
+def _store_flag(store: Store) -> str:
+    from pathlib import Path
+
+    return "" if store.root == Path("mlruns").resolve() else f" --store {store.root}"
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.4f}" if isinstance(v, float) and abs(v) <= 1 else f"{v:.3g}"
+
+
+def _parse(text: str):
+    if text == "None":
+        return None
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text

@@ -1,0 +1,295 @@
+"""``python -m study.tune``: a hyperparameter study of subsampled decoupled SimCLR.
+
+Ray Tune runs the trials (whole or fractional GPUs), Optuna's seeded TPE proposes T, tau, K,
+... (persisted in ``mlruns/optuna.db``), ASHA stops bad trials early on the per-epoch validation
+kNN accuracy, and MLflow keeps one parent run per study and one nested run per trial. An
+interrupted study continues with ``--resume``; every finished trial and epoch is kept.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from study._cli import log, parser, run
+from study.space import BUDGETS, SearchSpace, load_space, space_path
+from study.store import Store, git_commit
+from trainables.data import SPECS
+from trainables.errors import ConfigError
+from trainables.tune_trainable import OBJECTIVE, TrialSetup, run_trial
+
+FAIL_ONCE_ENV = "SLS_TEST_FAIL_ONCE_AT_EPOCH"  # test-only switch: each trial raises once there
+
+
+def parse_args(argv: list[str] | None):
+    p = parser("python -m study.tune", __doc__)
+    p.add_argument("--dataset", default="digits", help=f"one of {', '.join(SPECS)}")
+    p.add_argument("--budget", choices=BUDGETS, default=None,
+                   help="default: short when a GPU is visible, else smoke")
+    p.add_argument("--trials", type=int, default=None, help="default: the budget's")
+    p.add_argument("--epochs", type=int, default=None, help="default: the budget's")
+    p.add_argument("--concurrency", type=int, default=None, help="default: the budget's")
+    p.add_argument("--gpus-per-trial", type=float, default=None,
+                   help="e.g. 0.25 to pack four trials on a GPU (default: share the GPUs "
+                        "among concurrent trials, 0 without GPUs)")
+    p.add_argument("--cpus-per-trial", type=float, default=None,
+                   help="default: the cluster's CPUs shared among concurrent trials")
+    p.add_argument("--space", type=Path, default=None, help="a search-space YAML of your own")
+    p.add_argument("--study-name", default=None, help="default: <dataset>-<budget>-<time>")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the named study (default: the latest of --dataset)")
+    p.add_argument("--address", default=None,
+                   help="join this Ray cluster (then share --store and use a tracking server)")
+    p.add_argument("--tracking-uri", default=None,
+                   help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or mlruns/mlflow.db)")
+    p.add_argument("--store", default="mlruns", help="folder of the local records")
+    p.add_argument("--data-dir", default="data")
+    p.add_argument("--seed", type=int, default=0, help="seeds the sampler and every trial")
+    return p.parse_args(argv)
+
+
+@dataclass
+class Plan:
+    """A study's settings, saved at its start so that ``--resume`` repeats them exactly."""
+
+    study: str
+    dataset: str
+    space_file: str
+    budget: str
+    trials: int
+    epochs: int
+    concurrency: int
+    gpus_per_trial: float
+    cpus_per_trial: float
+    data_dir: str
+    seed: int
+    parent_run_id: str = ""
+    experiment_id: str = ""
+    created: float = 0.0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    store = Store.at(args.store, args.tracking_uri)
+    # Everything that can be checked without Ray is checked before it starts.
+    plan = Plan(**store.load_study(args.study_name or store.latest_study(args.dataset))) \
+        if args.resume else _new_plan(store, args)
+    space = load_space(plan.space_file)
+    started_ray = _init_ray(args.address)
+    try:
+        gpus = plan.gpus_per_trial if args.resume else args.gpus_per_trial
+        cpus = plan.cpus_per_trial if args.resume else args.cpus_per_trial
+        plan.gpus_per_trial, plan.cpus_per_trial = _resources(gpus, cpus, plan.concurrency)
+        return _run_study(store, plan, space, resume=args.resume)
+    finally:
+        if started_ray:
+            import ray
+
+            ray.shutdown()
+
+
+def _new_plan(store: Store, args) -> Plan:
+    import torch
+
+    space = load_space(args.space or space_path(args.dataset))
+    if space.dataset != args.dataset:
+        raise ConfigError(f"{space.source}: dataset {space.dataset!r} does not match "
+                          f"--dataset {args.dataset}")
+    budget_name = args.budget or ("short" if torch.cuda.is_available() else "smoke")
+    budget = space.budget(budget_name)
+    for flag in ("trials", "epochs", "concurrency"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise ConfigError(f"--{flag} {value} must be >= 1")
+    for flag in ("gpus_per_trial", "cpus_per_trial"):
+        value = getattr(args, flag)
+        if value is not None and (value < 0 or (flag == "cpus_per_trial" and value == 0)):
+            raise ConfigError(f"--{flag.replace('_', '-')} {value} must be "
+                              f"{'> 0' if flag == 'cpus_per_trial' else '>= 0'}")
+    study = args.study_name or f"{args.dataset}-{budget_name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if store.study_file(study).exists():
+        raise ConfigError(f"study {study!r} exists in {store.root}; add --resume to continue it "
+                          f"or choose another --study-name")
+    return Plan(
+        study=study, dataset=args.dataset, space_file=str(Path(space.source).resolve()),
+        budget=budget_name, trials=args.trials or budget.trials,
+        epochs=args.epochs or budget.epochs, concurrency=args.concurrency or budget.concurrency,
+        gpus_per_trial=0.0, cpus_per_trial=0.0,
+        data_dir=str(Path(args.data_dir).expanduser().resolve()), seed=args.seed,
+        created=time.time(),
+    )
+
+
+def _init_ray(address: str | None) -> bool:
+    """Join ``address`` or start a small local Ray; reuse a session already started."""
+    import ray
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if ray.is_initialized():
+        return False
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:
+        ray.init(include_dashboard=False, log_to_driver=False,
+                 object_store_memory=200 * 1024**2)
+    return True
+
+
+def _resources(gpus: float | None, cpus: float | None, concurrency: int) -> tuple[float, float]:
+    """Per-trial resources, checked against the cluster before any trial can wait forever."""
+    import ray
+
+    total = ray.cluster_resources()
+    n_gpus, n_cpus = total.get("GPU", 0.0), total.get("CPU", 1.0)
+    if gpus is None:
+        gpus = min(1.0, n_gpus / concurrency) if n_gpus else 0.0
+    if cpus is None:
+        cpus = max(0.5, min(4.0, n_cpus / concurrency))
+    if gpus > 0 and n_gpus < gpus:
+        raise ConfigError(
+            f"--gpus-per-trial {gpus} asked, but the Ray cluster has {n_gpus:g} GPUs; "
+            f"use --gpus-per-trial 0 or a cluster with GPUs"
+        )
+    if cpus > n_cpus:
+        raise ConfigError(f"--cpus-per-trial {cpus} exceeds the cluster's {n_cpus:g} CPUs")
+    return gpus, cpus
+
+
+def _run_study(store: Store, plan: Plan, space: SearchSpace, resume: bool) -> int:
+    from ray import tune
+
+    log(f"study {plan.study}: {plan.dataset}, budget {plan.budget} ({plan.trials} trials x "
+        f"{plan.epochs} epochs, {plan.concurrency} at once, {plan.gpus_per_trial:g} GPU + "
+        f"{plan.cpus_per_trial:g} CPU each), space {plan.space_file}")
+    log(f"MLflow: {store.tracking_uri}   Optuna: {store.optuna_url}")
+    if not resume:
+        plan.experiment_id = store.experiment_id(plan.dataset)
+        plan.parent_run_id = _parent_run(store, plan, space)
+        store.save_study(plan.study, plan.__dict__)
+    setup = _trial_setup(store, plan, space)
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, setup=setup.to_dict()),
+        {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial},
+    )
+    path = store.ray_dir / plan.study
+    if resume:
+        if not tune.Tuner.can_restore(str(path)):
+            raise ConfigError(f"study {plan.study!r} has no Ray Tune state at {path} to resume")
+        log(f"resuming {plan.study} from {path}")
+        tuner = tune.Tuner.restore(str(path), trainable, resume_errored=True)
+    else:
+        tuner = _new_tuner(store, plan, space, trainable)
+    results = tuner.fit()
+    ended = results.num_terminated + results.num_errors
+    from study.summary import print_summary
+
+    print_summary(store, plan.study, plan.dataset, plan.parent_run_id, ended >= plan.trials)
+    if ended < plan.trials:
+        log(f"\nstopped with {ended} of {plan.trials} trials ended; continue with:\n"
+            f"  python -m study.tune --dataset {plan.dataset} --study-name {plan.study} "
+            f"--resume" + (f" --store {store.root}" if store.root != Path('mlruns').resolve()
+                           else ""))
+        return 130
+    return 0
+
+
+def _parent_run(store: Store, plan: Plan, space: SearchSpace) -> str:
+    from mlflow.entities import Param
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(store.tracking_uri)
+    run = client.create_run(plan.experiment_id, run_name=plan.study,
+                            tags={"study": plan.study, "kind": "study"})
+    params = {k: v for k, v in plan.__dict__.items() if k not in ("parent_run_id", "created")}
+    params["git_commit"] = git_commit()
+    params["search"] = ", ".join(space.search)
+    client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()])
+    return run.info.run_id
+
+
+def _trial_setup(store: Store, plan: Plan, space: SearchSpace) -> TrialSetup:
+    budget = space.budget(plan.budget)
+    t = space.train
+    base = dict(
+        dataset=plan.dataset, arch=space.model.arch, width=budget.width or space.model.width,
+        K=t.K, threshold=t.threshold, subsample=t.subsample, tau=t.tau, lr=t.lr,
+        weight_decay=t.weight_decay, batch_size=t.batch_size, epochs=plan.epochs,
+        subset=budget.subset, data_dir=plan.data_dir, seed=plan.seed,
+    )
+    fail_at = os.environ.get(FAIL_ONCE_ENV)
+    return TrialSetup(
+        base=base,
+        linear_epochs=budget.linear_epochs or t.linear_epochs,
+        checkpoint_every=budget.checkpoint_every,
+        tracking_uri=store.tracking_uri,
+        experiment_id=plan.experiment_id,
+        parent_run_id=plan.parent_run_id,
+        study=plan.study,
+        params={"budget": plan.budget, "study": plan.study, "git_commit": git_commit()},
+        cpus=plan.cpus_per_trial,
+        gpu_fraction=plan.gpus_per_trial,
+        fail_once_at_epoch=int(fail_at) if fail_at else None,
+        fail_marker_dir=str(store.root / "fail_markers" / plan.study) if fail_at else None,
+    )
+
+
+def _new_tuner(store: Store, plan: Plan, space: SearchSpace, trainable):
+    import optuna
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search import ConcurrencyLimiter
+
+    from study.progress import Progress, StudySearch
+
+    searcher = StudySearch(
+        space=optuna_space(space),
+        metric=OBJECTIVE,
+        mode="max",
+        points_to_evaluate=[dict(p) for p in space.points_to_evaluate] or None,
+        sampler=optuna.samplers.TPESampler(seed=plan.seed),
+        study_name=f"{plan.dataset}/{plan.study}",
+        storage=optuna.storages.RDBStorage(store.optuna_url),
+    )
+    scheduler = ASHAScheduler(
+        time_attr="epoch", metric=OBJECTIVE, mode="max", max_t=plan.epochs,
+        grace_period=min(space.budget(plan.budget).grace_period, plan.epochs),
+    )
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=ConcurrencyLimiter(searcher, max_concurrent=plan.concurrency),
+            scheduler=scheduler,
+            num_samples=plan.trials,
+        ),
+        run_config=tune.RunConfig(
+            name=plan.study,
+            storage_path=str(store.ray_dir),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            failure_config=tune.FailureConfig(max_failures=2),
+            callbacks=[Progress(store.tracking_uri, plan.epochs)],
+            verbose=1,
+        ),
+    )
+
+
+def optuna_space(space: SearchSpace) -> dict:
+    from optuna.distributions import (
+        CategoricalDistribution,
+        FloatDistribution,
+        IntDistribution,
+    )
+
+    out = {}
+    for name, d in space.search.items():
+        if d.type == "categorical":
+            out[name] = CategoricalDistribution(d.choices)
+        elif d.type == "int":
+            out[name] = IntDistribution(int(d.low), int(d.high), log=d.log, step=int(d.step or 1))
+        else:
+            out[name] = FloatDistribution(d.low, d.high, log=d.log, step=d.step)
+    return out
+
+if __name__ == "__main__":
+    run(main)
