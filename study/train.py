@@ -9,9 +9,12 @@ saves after every epoch and resumes from FILE when it exists.
 from __future__ import annotations
 
 import argparse
+import functools
+from dataclasses import fields
 from pathlib import Path
 
 from study._cli import log, parser, print_json, run, threshold_arg
+from study.export import load_export
 from trainables.config import TrainConfig
 from trainables.data import SPECS
 from trainables.evaluation import LINEAR_EPOCHS
@@ -25,27 +28,29 @@ DEFAULTS = TrainConfig()
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = parser("python -m study.train", __doc__)
-    p.add_argument("--dataset", default=DEFAULTS.dataset, help=f"one of {', '.join(SPECS)}")
-    p.add_argument("--arch", default=None, help=f"one of {', '.join(ARCHS)} (default: dataset's)")
-    p.add_argument("--K", type=int, default=DEFAULTS.K, help="decoupled blocks (divides the net)")
-    p.add_argument(
-        "--threshold", type=threshold_arg, default=None,
-        help="T of Eq. (5) in [-1, 1]; 'none' (default) is plain SimCLR, Eq. (1)",
-    )
-    p.add_argument("--subsample", default=DEFAULTS.subsample, help="/".join(SUBSAMPLE_MODES))
-    p.add_argument("--tau", type=float, default=DEFAULTS.tau)
-    p.add_argument("--epochs", type=int, default=DEFAULTS.epochs)
-    p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size)
-    p.add_argument("--lr", type=float, default=DEFAULTS.lr)
-    p.add_argument("--weight-decay", type=float, default=DEFAULTS.weight_decay)
-    p.add_argument(
-        "--width", type=float, default=None, help="channel multiplier (default: dataset's)"
-    )
-    p.add_argument("--subset", type=int, default=None, help="use only this many train images")
-    p.add_argument("--data-dir", default=DEFAULTS.data_dir)
+    # Run settings appear in the namespace only when given, so that they override --config.
+    run_flag = functools.partial(p.add_argument, default=argparse.SUPPRESS)
+    run_flag("--dataset", help=f"one of {', '.join(SPECS)} (default: {DEFAULTS.dataset})")
+    run_flag("--arch", help=f"one of {', '.join(ARCHS)} (default: the dataset's)")
+    run_flag("--K", type=int, help=f"decoupled blocks, divides the net (default: {DEFAULTS.K})")
+    run_flag("--threshold", type=threshold_arg,
+             help="T of Eq. (5) in [-1, 1]; 'none' (default) is plain SimCLR, Eq. (1)")
+    run_flag("--subsample", help=f"{'/'.join(SUBSAMPLE_MODES)} (default: {DEFAULTS.subsample})")
+    run_flag("--tau", type=float, help=f"temperature (default: {DEFAULTS.tau})")
+    run_flag("--epochs", type=int, help=f"(default: {DEFAULTS.epochs})")
+    run_flag("--batch-size", type=int, help=f"(default: {DEFAULTS.batch_size})")
+    run_flag("--lr", type=float, help=f"Adam's learning rate (default: {DEFAULTS.lr})")
+    run_flag("--weight-decay", type=float, help=f"(default: {DEFAULTS.weight_decay})")
+    run_flag("--width", type=float, help="channel multiplier (default: the dataset's)")
+    run_flag("--subset", type=int, help="use only this many train images")
+    run_flag("--data-dir", help=f"(default: {DEFAULTS.data_dir})")
+    run_flag("--seed", type=int, help=f"(default: {DEFAULTS.seed})")
+    run_flag("--device", help="auto (default), cpu or cuda[:N]")
     p.add_argument("--no-download", action="store_true", help="never try to download data")
-    p.add_argument("--seed", type=int, default=DEFAULTS.seed)
-    p.add_argument("--device", default=DEFAULTS.device, help="auto, cpu or cuda[:N]")
+    p.add_argument("--config", type=Path, default=None,
+                   help="a study.export YAML: train its best configuration (flags override)")
+    p.add_argument("--config-K", type=int, default=None,
+                   help="with --config: the best configuration for this K instead")
     p.add_argument("--checkpoint", type=Path, default=None, help="save here; resume if present")
     p.add_argument("--linear-epochs", type=int, default=LINEAR_EPOCHS,
                    help="epochs of linear evaluation and of each probe (0: skip evaluation)")
@@ -55,14 +60,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+RUN_FLAGS = {f.name for f in fields(TrainConfig)} - {"download"}
+
+
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    return TrainConfig(
-        dataset=args.dataset, arch=args.arch, K=args.K, threshold=args.threshold,
-        subsample=args.subsample, tau=args.tau, epochs=args.epochs, batch_size=args.batch_size,
-        lr=args.lr, weight_decay=args.weight_decay, width=args.width, subset=args.subset,
-        data_dir=args.data_dir, download=not args.no_download, seed=args.seed,
-        device=args.device,
-    )
+    base = load_export(args.config, args.config_K) if args.config is not None else {}
+    given = {k: v for k, v in vars(args).items() if k in RUN_FLAGS}
+    cfg = {**base, **given}
+    if args.no_download:
+        cfg["download"] = False
+    return TrainConfig.from_dict(cfg)
 
 
 def epoch_line(record: dict, epochs: int) -> str:

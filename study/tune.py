@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from study._cli import log, parser, run
+from study.export import points as export_points
 from study.space import BUDGETS, SearchSpace, load_space, space_path
 from study.store import Store, git_commit
 from trainables.data import SPECS
@@ -47,6 +48,10 @@ def parse_args(argv: list[str] | None):
     p.add_argument("--store", default="mlruns", help="folder of the local records")
     p.add_argument("--data-dir", default="data")
     p.add_argument("--seed", type=int, default=0, help="seeds the sampler and every trial")
+    p.add_argument("--config", type=Path, default=None,
+                   help="a study.export YAML: re-run its chosen points (no search)")
+    p.add_argument("--seeds", type=int, default=3,
+                   help="with --config: seeds per point, from --seed on")
     return p.parse_args(argv)
 
 
@@ -68,6 +73,8 @@ class Plan:
     parent_run_id: str = ""
     experiment_id: str = ""
     created: float = 0.0
+    config_file: str = ""  # re-run the points of a study.export file over ``seeds`` seeds
+    seeds: int = 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,17 +115,25 @@ def _new_plan(store: Store, args) -> Plan:
         if value is not None and (value < 0 or (flag == "cpus_per_trial" and value == 0)):
             raise ConfigError(f"--{flag.replace('_', '-')} {value} must be "
                               f"{'> 0' if flag == 'cpus_per_trial' else '>= 0'}")
-    study = args.study_name or f"{args.dataset}-{budget_name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    trials, epochs = args.trials or budget.trials, args.epochs or budget.epochs
+    if args.config is not None:
+        if args.seeds < 1:
+            raise ConfigError(f"--seeds {args.seeds} must be >= 1")
+        # Every exported point over every seed, each for its own epochs unless --epochs.
+        trials, epochs = len(export_points(args.config)) * args.seeds, args.epochs or 0
+    kind = "rerun" if args.config is not None else budget_name
+    study = args.study_name or f"{args.dataset}-{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
     if store.study_file(study).exists():
         raise ConfigError(f"study {study!r} exists in {store.root}; add --resume to continue it "
                           f"or choose another --study-name")
     return Plan(
         study=study, dataset=args.dataset, space_file=str(Path(space.source).resolve()),
-        budget=budget_name, trials=args.trials or budget.trials,
-        epochs=args.epochs or budget.epochs, concurrency=args.concurrency or budget.concurrency,
-        gpus_per_trial=0.0, cpus_per_trial=0.0,
-        data_dir=str(Path(args.data_dir).expanduser().resolve()), seed=args.seed,
-        created=time.time(),
+        budget=budget_name, trials=trials, epochs=epochs,
+        concurrency=args.concurrency or budget.concurrency, gpus_per_trial=0.0,
+        cpus_per_trial=0.0, data_dir=str(Path(args.data_dir).expanduser().resolve()),
+        seed=args.seed, created=time.time(),
+        config_file=str(args.config.resolve()) if args.config is not None else "",
+        seeds=args.seeds if args.config is not None else 1,
     )
 
 
@@ -179,6 +194,8 @@ def _run_study(store: Store, plan: Plan, space: SearchSpace, resume: bool) -> in
             raise ConfigError(f"study {plan.study!r} has no Ray Tune state at {path} to resume")
         log(f"resuming {plan.study} from {path}")
         tuner = tune.Tuner.restore(str(path), trainable, resume_errored=True)
+    elif plan.config_file:
+        tuner = _rerun_tuner(store, plan, trainable)
     else:
         tuner = _new_tuner(store, plan, space, trainable)
     results = tuner.fit()
@@ -263,6 +280,34 @@ def _new_tuner(store: Store, plan: Plan, space: SearchSpace, trainable):
             scheduler=scheduler,
             num_samples=plan.trials,
         ),
+        run_config=tune.RunConfig(
+            name=plan.study,
+            storage_path=str(store.ray_dir),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            failure_config=tune.FailureConfig(max_failures=2),
+            callbacks=[Progress(store.tracking_uri, plan.epochs)],
+            verbose=1,
+        ),
+    )
+
+
+def _rerun_tuner(store: Store, plan: Plan, trainable):
+    """Every point of an export file with ``plan.seeds`` seeds, each trained to its end."""
+    from ray import tune
+
+    from study.progress import Progress
+
+    points = []
+    for point in export_points(plan.config_file):
+        point = {k: v for k, v in point.items() if k not in ("data_dir", "seed")}
+        if plan.epochs:
+            point["epochs"] = plan.epochs
+        points.append(point)
+    seeds = list(range(plan.seed, plan.seed + plan.seeds))
+    return tune.Tuner(
+        trainable,
+        param_space={"point": tune.grid_search(points), "seed": tune.grid_search(seeds)},
+        tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=plan.concurrency),
         run_config=tune.RunConfig(
             name=plan.study,
             storage_path=str(store.ray_dir),

@@ -62,7 +62,9 @@ def run_trial(config: dict, setup: dict) -> None:
     if s.gpu_fraction and torch.cuda.is_available():
         # Fractional GPUs are only labels to Ray: cap this trial's memory to its share.
         torch.cuda.set_per_process_memory_fraction(min(1.0, s.gpu_fraction))
-    cfg = TrainConfig(**{**s.base, **config})
+    # A re-run of exported points samples {"point": {...}, "seed": s}; a search samples flat.
+    cfg = TrainConfig(**{**s.base, **config.get("point", {}),
+                         **{k: v for k, v in config.items() if k != "point"}})
     client = MlflowClient(s.tracking_uri)
     trial_id = tune.get_context().get_trial_id()
 
@@ -112,8 +114,9 @@ def _trial_run(client: MlflowClient, s: TrialSetup, trial_id: str, cfg, config) 
     )
     if found:
         return found[0].info.run_id
-    name = "-".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
-                    for k, v in sorted(config.items()))
+    shown = {k: getattr(cfg, k) for k in ("threshold", "tau", "K", "seed")}
+    name = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                    for k, v in shown.items())
     run = client.create_run(
         s.experiment_id,
         run_name=f"{trial_id} {name}",

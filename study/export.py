@@ -1,0 +1,137 @@
+"""``python -m study.export``: the best T (with tau) of a study, overall and for each K, as YAML.
+
+Ranked by validation accuracy (linear evaluation, then the kNN monitor); test accuracy is
+carried along, never used to choose. The file feeds back into ``python -m study.train --config``
+and ``python -m study.tune --config`` (the chosen points, re-run with several seeds).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from study._cli import log, parser, run
+from study.store import Store
+from study.summary import TrialRow, study_rows
+from trainables.config import TrainConfig
+from trainables.data import SPECS
+from trainables.errors import ConfigError
+
+CONFIG_KEYS = [k for k in TrainConfig.__dataclass_fields__ if k not in ("device", "download")]
+
+
+def export(store: Store, dataset: str, study: str) -> dict:
+    rows = study_rows(store, dataset, study)
+    finished = [r for r in rows if r.linear_val_acc is not None and not r.diverged]
+    if not finished:
+        raise ConfigError(f"study {study!r} has no finished trial with a linear evaluation yet")
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(store.tracking_uri)
+
+    def entry(row: TrialRow) -> dict:
+        params = client.get_run(row.run_id).data.params
+        config = {k: _value(params[k]) for k in CONFIG_KEYS if k in params}
+        return {
+            "config": config,
+            "linear_val_acc": row.linear_val_acc,
+            "linear_test_acc": row.linear_test_acc,
+            "knn_val_acc": row.knn_val_acc,
+            "trial_id": row.trial_id,
+            "run_id": row.run_id,
+            "model_uri": row.model_uri,
+        }
+
+    per_k: dict[int, dict] = {}
+    for row in finished:  # best first
+        per_k.setdefault(int(row.params["K"]), entry(row))
+    return {
+        "dataset": dataset,
+        "study": study,
+        "ranked_by": "linear_val_acc (validation split), then knn_val_acc",
+        "trials": {
+            "total": len(rows),
+            "finished": len(finished),
+            "stopped_early": sum(r.early_stopped for r in rows),
+            "diverged": sum(r.diverged for r in rows),
+        },
+        "best": entry(finished[0]),
+        "per_K": dict(sorted(per_k.items())),
+    }
+
+
+def load_export(path: str | Path, K: int | None = None) -> dict:
+    """The training configuration in an export file: the best, or the best for ``K``."""
+    data = _read(path)
+    if K is None:
+        return dict(data["best"]["config"])
+    if K not in data["per_K"]:
+        raise ConfigError(f"{path} has no entry for K={K}; it has K in "
+                          f"{', '.join(map(str, data['per_K']))}")
+    return dict(data["per_K"][K]["config"])
+
+
+def points(path: str | Path) -> list[dict]:
+    """Every distinct configuration of an export file (best and per K)."""
+    data = _read(path)
+    configs = [data["best"]["config"], *(e["config"] for e in data["per_K"].values())]
+    unique = []
+    for c in configs:
+        if c not in unique:
+            unique.append(c)
+    return unique
+
+
+def _read(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
+    if not isinstance(data, dict) or "best" not in data or "per_K" not in data:
+        raise ConfigError(f"{path} is not a study.export file (no 'best' / 'per_K')")
+    return data
+
+
+def _value(text: str):
+    if text in ("None", ""):
+        return None
+    if text in ("True", "False"):
+        return text == "True"
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser("python -m study.export", __doc__)
+    p.add_argument("--dataset", default="digits", help=f"one of {', '.join(SPECS)}")
+    p.add_argument("--study", default=None, help="default: the latest study of --dataset")
+    p.add_argument("--out", type=Path, default=None, help="default: best_<study>.yaml")
+    p.add_argument("--store", default="mlruns")
+    p.add_argument("--tracking-uri", default=None)
+    args = p.parse_args(argv)
+    store = Store.at(args.store, args.tracking_uri)
+    study = args.study or store.latest_study(args.dataset)
+    data = export(store, args.dataset, study)
+    out = args.out or Path(f"best_{study}.yaml")
+    out.write_text(yaml.safe_dump(data, sort_keys=False))
+    best = data["best"]
+    log(f"best of {study}: T={best['config'].get('threshold')} tau={best['config'].get('tau')} "
+        f"K={best['config'].get('K')}  linear val {best['linear_val_acc']:.4f} "
+        f"test {best['linear_test_acc']:.4f}")
+    for K, e in data["per_K"].items():
+        log(f"  K={K}: T={e['config'].get('threshold')} tau={e['config'].get('tau')}  "
+            f"val {e['linear_val_acc']:.4f} test {e['linear_test_acc']:.4f}")
+    log(f"wrote {out}; reproduce with: python -m study.train --config {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    run(main)
