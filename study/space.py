@@ -177,10 +177,11 @@ def _number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def _check_value(where: _Where, prefix: str, values: dict, arch: str) -> None:
-    """Check the values of searchable parameters wherever they appear (train, points)."""
+def _check_value(where: _Where, prefix: str, values: dict, arch: str, nest: bool = True) -> None:
+    """Check the values of searchable parameters wherever they appear (train, points, ranges);
+    the error names ``prefix.name``, or ``prefix`` alone without ``nest``."""
     for name, v in values.items():
-        key = f"{prefix}.{name}"
+        key = f"{prefix}.{name}" if nest else prefix
         if name == "threshold" and v is not None and (not _number(v) or not -1 <= v <= 1):
             raise where.error(key, f"{v!r} is outside [-1, 1] (or null for Eq. (1))")
         if name == "K" and v not in allowed_K(arch):
@@ -203,14 +204,14 @@ def _distribution(where: _Where, key: str, raw: object, name: str, arch: str) ->
         if not isinstance(d.choices, list) or not d.choices:
             raise where.error(f"{key}.choices", "must be a non-empty list")
         for c in d.choices:
-            _check_value(where, key, {name: c}, arch)
+            _check_value(where, key, {name: c}, arch, nest=False)
         return d
     if not (_number(d.low) and _number(d.high) and d.low < d.high):
         raise where.error(key, f"needs numbers low < high, got low={d.low!r} high={d.high!r}")
     if name in ("K", "subsample"):
         raise where.error(f"{key}.type", "must be categorical for this parameter")
     for bound in ("low", "high"):
-        _check_value(where, f"{key}.{bound}", {name: getattr(d, bound)}, arch)
+        _check_value(where, f"{key}.{bound}", {name: getattr(d, bound)}, arch, nest=False)
     if d.log and d.low <= 0:
         raise where.error(f"{key}.low", f"{d.low!r} must be > 0 with log: true")
     return d
