@@ -53,7 +53,8 @@ def study_rows(store: Store, dataset: str, study: str) -> list[TrialRow]:
             trial_id=tags["trial_id"], run_id=r.info.run_id, status=r.info.status,
             params={k: _parse(p[k]) for k in SEARCHED if k in p},
             knn_val_acc=m.get("knn_val_acc"), linear_val_acc=m.get("linear_val_acc"),
-            linear_test_acc=m.get("linear_test_acc"), model_uri=tags.get("model_uri"),
+            linear_test_acc=m.get("linear_test_acc"),
+            model_uri=tags.get("model_uri") or tags.get("encoder_state"),
             early_stopped=tags.get("early_stopped") == "true",
             diverged=tags.get("diverged") == "true",
         ))
@@ -82,16 +83,43 @@ def print_summary(store: Store, study: str, dataset: str, parent_run_id: str,
         client.log_metric(parent_run_id, "best_linear_val_acc", best.linear_val_acc)
         client.set_tag(parent_run_id, "best_run_id", best.run_id)
         if complete:
-            import mlflow
-
-            mlflow.set_tracking_uri(store.tracking_uri)
-            version = mlflow.register_model(best.model_uri, f"{study}-encoder")
-            log(f"registered the best encoder as {version.name} version {version.version}")
+            register_best(store, best, f"{study}-encoder")
     if complete:
         client.set_terminated(parent_run_id, "FINISHED")
     log(f"\nexport the best T per K:  python -m study.export --dataset {dataset} --study {study}"
         + _store_flag(store))
     log("browse every trial:       python -m study.ui" + _store_flag(store))
+
+
+def register_best(store: Store, best: TrialRow, name: str) -> None:
+    """Log the best trial's encoder as an MLflow model (pickle, not the slow pt2) in its own
+    run, and register it under ``name``."""
+    import mlflow
+    import torch
+    from mlflow.tracking import MlflowClient
+
+    from trainables.data import dataset_spec
+    from trainables.models import DecoupledResNet
+    from trainables.tune_trainable import ENCODER_FILE
+
+    client = MlflowClient(store.tracking_uri)
+    if "model_uri" not in client.get_run(best.run_id).data.tags:
+        p = client.get_run(best.run_id).data.params
+        spec = dataset_spec(p["dataset"])
+        model = DecoupledResNet(p["arch"], int(p["K"]), spec.channels, spec.stem,
+                                float(p["width"]))
+        path = client.download_artifacts(best.run_id, ENCODER_FILE)
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        mlflow.set_tracking_uri(store.tracking_uri)
+        with mlflow.start_run(run_id=best.run_id):
+            info = mlflow.pytorch.log_model(
+                model, name="encoder", serialization_format="pickle",
+                pip_requirements=["torch", "torchvision"],
+            )
+        client.set_tag(best.run_id, "model_uri", info.model_uri)
+        best.model_uri = info.model_uri
+    version = mlflow.register_model(best.model_uri, name)
+    log(f"registered the best encoder as {version.name} version {version.version}")
 
 
 def _store_flag(store: Store) -> str:

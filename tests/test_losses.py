@@ -43,7 +43,7 @@ def naive_loss(z, tau, threshold, subsample):
 CASES = [
     (n, d, tau, t, mode)
     for n, d in [(2, 3), (4, 8), (7, 16)]
-    for tau in (0.1, 0.5)
+    for tau in (0.01, 0.1, 0.5)
     for t in (None, -0.3, 0.0, 0.4)
     for mode in ("both", "pos", "neg")
     if not (t is None and mode != "both")

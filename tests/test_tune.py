@@ -52,7 +52,10 @@ def test_study_tracks_every_trial_and_exports(ray_session, tmp_path):
         assert 0 <= r.data.metrics["linear_test_acc"] <= 1
         spectra = {a.path for a in client.list_artifacts(r.info.run_id, "spectra")}
         assert "spectra/spectra.png" in spectra and "spectra/block_1.npy" in spectra
-        assert r.data.tags["model_uri"].startswith("models:/")
+        assert r.data.tags["encoder_state"].endswith("encoder_state_dict.pt")
+    best = client.get_run(client.get_run(parent[0].info.run_id).data.tags["best_run_id"])
+    assert best.data.tags["model_uri"].startswith("models:/")
+    assert client.search_model_versions("name = 's1-encoder'"), "best encoder not registered"
     assert set(_optuna_states(store, "s1")) <= {"COMPLETE", "PRUNED"}
     assert len(_optuna_states(store, "s1")) == 3
 

@@ -1,0 +1,322 @@
+"""``python -m study.bench``: speed and memory of the training core, measured side by side.
+
+Warm-up first, then the median of several repeats; CUDA timings are device-synchronised. Every
+figure is measured on this run's device; what cannot be measured here (peak memory and packing
+need CUDA) is reported as null with the reason, never estimated.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from study._cli import log, parser, print_json, run
+from trainables.config import TrainConfig
+from trainables.data import SPECS, DataBundle
+from trainables.losses import contrastive_loss
+from trainables.train import Trainer, resolve_device
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    dataset: str
+    arch: str
+    Ks: tuple[int, ...]
+    train_images: int  # a real epoch's pre-training images (train split minus validation)
+
+
+CASES = (
+    Case("cifar10-resnet50", "cifar10", "resnet50", (1, 4, 8, 16), 45_000),
+    Case("fmnist-resnet18", "fmnist", "resnet18", (1, 2, 4, 8), 54_000),
+)
+
+
+def timed(fn: Callable[[], object], device: torch.device, repeats: int, warmup: int = 1) -> float:
+    """Median seconds of ``fn`` over ``repeats`` after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        t = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def synthetic_bundle(dataset: str, n: int, device: torch.device) -> DataBundle:
+    """Random uint8 images of the data set's real shape: speed does not depend on content."""
+    spec = SPECS[dataset]
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (n, spec.channels, spec.size, spec.size), generator=g,
+                      dtype=torch.uint8)
+    y = torch.randint(0, spec.num_classes, (n,), generator=g)
+    return DataBundle(spec, x, x, y, x[:64], y[:64], x[:64], y[:64]).to(device)
+
+
+def peak_matmul_flops(device: torch.device, repeats: int) -> float:
+    """FLOP/s of a large matrix product: bf16 on CUDA, float32 on a CPU."""
+    n = 8192 if device.type == "cuda" else 1024
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    return 2 * n**3 / timed(lambda: a @ b, device, repeats, warmup=2)
+
+
+def step_flops(trainer: Trainer, batch: torch.Tensor) -> int:
+    """FLOPs of one real training step, forward and backward, by torch's flop counter."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        trainer.train_step(batch)
+    return counter.get_total_flops()
+
+
+def bench_training(case: Case, device: torch.device, quick: bool, repeats: int,
+                   peak: float) -> list[dict]:
+    batch = 32 if quick else 256
+    width = 0.125 if quick else 1.0
+    steps = 2 if quick else 10
+    data = synthetic_bundle(case.dataset, batch * steps, device)
+    rows = []
+    for K in case.Ks:
+        cfg = TrainConfig(dataset=case.dataset, arch=case.arch, K=K, threshold=0.0,
+                          batch_size=batch, width=width, device=str(device), epochs=1)
+        trainer = Trainer(cfg, data)
+        batches = [data.pretrain[i * batch:(i + 1) * batch] for i in range(steps)]
+        run_steps = _steps(trainer, batches)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        seconds = timed(run_steps, device, repeats) / steps
+        memory = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+        flops = step_flops(trainer, batches[0])
+        images_per_s = 2 * batch / seconds  # two views count as two
+        rows.append({
+            "case": case.name, "K": K, "batch": batch, "width": width,
+            "step_seconds": seconds, "images_per_s": images_per_s,
+            "epoch_seconds": case.train_images / batch * seconds,
+            "step_flops": flops, "mfu": flops / seconds / peak,
+            "peak_memory_bytes": memory,
+        })
+        log(f"  {case.name} K={K:<2} {images_per_s:9.0f} img/s  "
+            f"{rows[-1]['epoch_seconds']:8.1f} s/epoch  MFU {rows[-1]['mfu']:.3f}"
+            + (f"  peak {memory / 2**30:.2f} GiB" if memory else ""))
+    return rows
+
+
+def _steps(trainer: Trainer, batches: list[torch.Tensor]) -> Callable[[], None]:
+    """One timed unit: a training step on each batch."""
+
+    def run_steps():
+        for b in batches:
+            trainer.train_step(b)
+
+    return run_steps
+
+
+def bench_augment(device: torch.device, repeats: int, n: int) -> dict:
+    """Batched per-sample kornia views on the device against torchvision's per-image PIL."""
+    from PIL import Image
+    from torchvision.transforms import v2
+
+    from trainables.augment import CROP_SCALE, JITTER, P_FLIP, P_GRAY, P_JITTER, SimCLRAugment
+
+    spec = SPECS["cifar10"]
+    x = synthetic_bundle("cifar10", n, device).pretrain
+    ours = SimCLRAugment((32, 32), 3, spec.mean, spec.std).to(device)
+    pil_images = [Image.fromarray(img.permute(1, 2, 0).cpu().numpy()) for img in x]
+    per_image = v2.Compose([
+        v2.RandomResizedCrop(32, scale=CROP_SCALE),
+        v2.RandomHorizontalFlip(P_FLIP),
+        v2.RandomApply([v2.ColorJitter(**JITTER)], p=P_JITTER),
+        v2.RandomGrayscale(P_GRAY),
+        v2.PILToTensor(),
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize(spec.mean, spec.std),
+    ])
+
+    def pil_pipeline():
+        return torch.stack([per_image(img) for img in pil_images]).to(device)
+
+    batched = n / timed(lambda: ours(x), device, repeats)
+    pil = n / timed(pil_pipeline, device, repeats)
+    log(f"  augmentation: batched {batched:.0f} img/s, per-image PIL {pil:.0f} img/s")
+    return {"batched_images_per_s": batched, "pil_images_per_s": pil, "speedup": batched / pil}
+
+
+def bench_subsample(device: torch.device, repeats: int, batch: int = 256) -> dict:
+    """Eq. (5) against Eq. (1), forward and backward, on projections of a real batch size."""
+    z = torch.randn(2 * batch, 128, device=device, requires_grad=True)
+
+    def step(threshold):
+        def fn():
+            contrastive_loss(z, 0.5, threshold).loss.backward()
+        return fn
+
+    plain = timed(step(None), device, repeats, warmup=3)
+    masked = timed(step(0.0), device, repeats, warmup=3)
+    log(f"  loss fwd+bwd at batch {batch}: Eq. (1) {plain * 1e3:.2f} ms, "
+        f"Eq. (5) {masked * 1e3:.2f} ms")
+    return {"eq1_seconds": plain, "eq5_seconds": masked, "overhead": masked / plain}
+
+
+def bench_tune(quick: bool) -> dict:
+    """One small run called directly against the same run as a Ray Tune trial (its wall time
+    inside the trial: per-epoch reports, checkpoints and MLflow logging included)."""
+    from study.tune import main as tune_main
+
+    epochs = 8 if quick else 20
+    linear_epochs = 30
+    # Both sides start cold in a fresh process, with the same modules imported and the same
+    # threads: the difference is what the trial adds (Tune reports, checkpoints, MLflow).
+    code = (
+        "import time, torch; import trainables.tune_trainable; "
+        "from trainables.config import TrainConfig; from trainables.train import Trainer; "
+        "from trainables.report import final_report; t = time.perf_counter(); "
+        f"tr = Trainer(TrainConfig(dataset='digits', K=2, threshold=0.0, epochs={epochs}, "
+        "batch_size=128, device='cpu')); tr.fit(); "
+        f"final_report(tr, {linear_epochs}); print(time.perf_counter() - t)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    direct_s = float(out.stdout.strip().splitlines()[-1])
+    with tempfile.TemporaryDirectory() as d:
+        space = os.path.join(d, "space.yaml")
+        with open(space, "w") as f:
+            f.write(_BENCH_SPACE.format(epochs=epochs, linear_epochs=linear_epochs))
+        start = time.perf_counter()
+        tune_main(["--dataset", "digits", "--space", space, "--budget", "smoke",
+                   "--gpus-per-trial", "0", "--cpus-per-trial", str(torch.get_num_threads()),
+                   "--store",
+                   os.path.join(d, "mlruns"), "--study-name", "bench"])
+        fit_s = time.perf_counter() - start
+        from mlflow.tracking import MlflowClient
+
+        from study.store import Store
+
+        client = MlflowClient(Store.at(os.path.join(d, "mlruns")).tracking_uri)
+        exp = client.get_experiment_by_name("digits")
+        (trial,) = [r for r in client.search_runs([exp.experiment_id])
+                    if "trial_id" in r.data.tags]
+        trial_s = trial.data.metrics["wall_time_s"]
+    log(f"  tune: direct {direct_s:.1f} s, inside a trial {trial_s:.1f} s "
+        f"(whole Tuner.fit with Ray's start {fit_s:.1f} s)")
+    return {"direct_seconds": direct_s, "trial_seconds": trial_s, "fit_seconds": fit_s,
+            "overhead": trial_s / direct_s}
+
+
+_BENCH_SPACE = """
+dataset: digits
+model: {{arch: resnet18, width: 0.25}}
+train: {{batch_size: 128, K: 2, threshold: 0.0, tau: 0.5, linear_epochs: {linear_epochs}}}
+search:
+  threshold: {{type: categorical, choices: [0.0]}}
+  tau: {{type: categorical, choices: [0.5]}}
+  K: {{type: categorical, choices: [2]}}
+budgets:
+  smoke: {{epochs: {epochs}, trials: 1, concurrency: 1, grace_period: 1}}
+"""
+
+
+def bench_packing(device: torch.device, quick: bool, repeats: int) -> dict | None:
+    """Aggregate images/s of 4 training processes on one GPU over 1 process alone."""
+    if device.type != "cuda":
+        return None
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+
+    def aggregate(n_procs: int) -> float:
+        with ctx.Pool(n_procs) as pool:
+            return sum(pool.map(_packing_worker, [(quick, repeats)] * n_procs))
+
+    alone = aggregate(1)
+    packed = aggregate(4)
+    log(f"  packing: 1 process {alone:.0f} img/s, 4 processes {packed:.0f} img/s together")
+    return {"one_images_per_s": alone, "four_images_per_s": packed, "ratio": packed / alone}
+
+
+def _packing_worker(args) -> float:
+    quick, repeats = args
+    device = torch.device("cuda")
+    batch = 256
+    data = synthetic_bundle("fmnist", batch * 4, device)
+    cfg = TrainConfig(dataset="fmnist", arch="resnet18", K=4, threshold=0.0, batch_size=batch,
+                      device="cuda", epochs=1, width=0.25 if quick else 1.0)
+    batches = [data.pretrain[i * batch:(i + 1) * batch] for i in range(4)]
+    seconds = timed(_steps(Trainer(cfg, data), batches), device, repeats, warmup=2)
+    return 2 * batch * len(batches) / seconds
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser("python -m study.bench", __doc__)
+    p.add_argument("--quick", action="store_true",
+                   help="narrow networks and small batches (for a CPU)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--repeats", type=int, default=None, help="timed repeats (median)")
+    p.add_argument("--skip-tune", action="store_true", help="leave out tune_overhead (no Ray)")
+    p.add_argument("--json", action="store_true", help="end with one JSON line on stdout")
+    args = p.parse_args(argv)
+    device = resolve_device(args.device)
+    repeats = args.repeats or (3 if args.quick else 5)
+    torch.backends.cudnn.benchmark = device.type == "cuda"
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else (
+        f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads")
+    log(f"device: {name}; torch {torch.__version__}; {'quick' if args.quick else 'full'} sizes")
+    peak = peak_matmul_flops(device, repeats)
+    log(f"  peak matmul: {peak / 1e12:.2f} TFLOP/s")
+    training = []
+    for case in CASES:
+        training += bench_training(case, device, args.quick, repeats, peak)
+    result = {
+        "device": name,
+        "quick": args.quick,
+        "date": time.strftime("%Y-%m-%d"),
+        "torch": torch.__version__,
+        "peak_matmul_flops": peak,
+        "training": training,
+        "augment": bench_augment(device, repeats, 256),
+        "subsample": bench_subsample(device, repeats * 20),
+        "packing": bench_packing(device, args.quick, repeats),
+    }
+    result["augment_speedup"] = result["augment"]["speedup"]
+    result["subsample_overhead"] = result["subsample"]["overhead"]
+    if not args.skip_tune:
+        result["tune"] = bench_tune(args.quick)
+        result["tune_overhead"] = result["tune"]["overhead"]
+    else:
+        result["tune_overhead"] = None
+    for case in CASES:
+        rows = {r["K"]: r for r in training if r["case"] == case.name}
+        k1, kmax = rows[min(rows)], rows[max(rows)]
+        result[f"{case.name}_slowdown_Kmax_over_K1"] = kmax["step_seconds"] / k1["step_seconds"]
+        if k1["peak_memory_bytes"]:
+            result[f"{case.name}_memory_Kmax_over_K1"] = (
+                kmax["peak_memory_bytes"] / k1["peak_memory_bytes"])
+    tune_overhead = result["tune_overhead"]
+    log(f"augment_speedup {result['augment_speedup']:.2f}  "
+        f"subsample_overhead {result['subsample_overhead']:.3f}  tune_overhead "
+        + ("not measured" if tune_overhead is None else f"{tune_overhead:.3f}"))
+    if args.json:
+        print_json(result)
+    return 0
+
+
+if __name__ == "__main__":
+    run(main)
