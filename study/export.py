@@ -12,8 +12,9 @@ from pathlib import Path
 import yaml
 
 from study._cli import log, parser, run
+from study.space import read_yaml
 from study.store import Store
-from study.summary import TrialRow, study_rows
+from study.summary import TrialRow, parse_param, study_rows
 from trainables.config import TrainConfig
 from trainables.data import SPECS
 from trainables.errors import ConfigError
@@ -32,7 +33,7 @@ def export(store: Store, dataset: str, study: str) -> dict:
 
     def entry(row: TrialRow) -> dict:
         params = client.get_run(row.run_id).data.params
-        config = {k: _value(params[k]) for k in CONFIG_KEYS if k in params}
+        config = {k: parse_param(params[k]) for k in CONFIG_KEYS if k in params}
         return {
             "config": config,
             "linear_val_acc": row.linear_val_acc,
@@ -84,29 +85,10 @@ def points(path: str | Path) -> list[dict]:
 
 
 def _read(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
+    data = read_yaml(path, "config file")
     if not isinstance(data, dict) or "best" not in data or "per_K" not in data:
         raise ConfigError(f"{path} is not a study.export file (no 'best' / 'per_K')")
     return data
-
-
-def _value(text: str):
-    if text in ("None", ""):
-        return None
-    if text in ("True", "False"):
-        return text == "True"
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text
 
 
 def main(argv: list[str] | None = None) -> int:

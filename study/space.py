@@ -91,14 +91,18 @@ def space_path(dataset: str) -> Path:
 
 
 def load_space(path: str | Path) -> SearchSpace:
+    return parse_space(read_yaml(path, "search space file"), str(path))
+
+
+def read_yaml(path: str | Path, what: str) -> object:
+    """A YAML file's content, or one line saying why it cannot be read."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"search space file {path} does not exist")
+        raise ConfigError(f"{what} {path} does not exist")
     try:
-        raw = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
-    return parse_space(raw, str(path))
 
 
 def parse_space(raw: object, source: str) -> SearchSpace:

@@ -51,7 +51,7 @@ def study_rows(store: Store, dataset: str, study: str) -> list[TrialRow]:
             continue  # the parent run
         rows.append(TrialRow(
             trial_id=tags["trial_id"], run_id=r.info.run_id, status=r.info.status,
-            params={k: _parse(p[k]) for k in SEARCHED if k in p},
+            params={k: parse_param(p[k]) for k in SEARCHED if k in p},
             knn_val_acc=m.get("knn_val_acc"), linear_val_acc=m.get("linear_val_acc"),
             linear_test_acc=m.get("linear_test_acc"),
             model_uri=tags.get("model_uri") or tags.get("encoder_state"),
@@ -134,9 +134,12 @@ def _fmt(v) -> str:
     return f"{v:.4f}" if isinstance(v, float) and abs(v) <= 1 else f"{v:.3g}"
 
 
-def _parse(text: str):
-    if text == "None":
+def parse_param(text: str):
+    """An MLflow parameter (always a string) back to the value it was logged from."""
+    if text in ("None", ""):
         return None
+    if text in ("True", "False"):
+        return text == "True"
     for cast in (int, float):
         try:
             return cast(text)

@@ -258,7 +258,7 @@ def _new_tuner(store: Store, plan: Plan, space: SearchSpace, trainable):
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search import ConcurrencyLimiter
 
-    from study.progress import Progress, StudySearch
+    from study.progress import StudySearch
 
     searcher = StudySearch(
         space=optuna_space(space),
@@ -280,22 +280,29 @@ def _new_tuner(store: Store, plan: Plan, space: SearchSpace, trainable):
             scheduler=scheduler,
             num_samples=plan.trials,
         ),
-        run_config=tune.RunConfig(
-            name=plan.study,
-            storage_path=str(store.ray_dir),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-            failure_config=tune.FailureConfig(max_failures=2),
-            callbacks=[Progress(store.tracking_uri, plan.epochs)],
-            verbose=1,
-        ),
+        run_config=_run_config(store, plan),
+    )
+
+
+def _run_config(store: Store, plan: Plan):
+    """Where Tune keeps the study, two checkpoints a trial, two retries of a crashed trial."""
+    from ray import tune
+
+    from study.progress import Progress
+
+    return tune.RunConfig(
+        name=plan.study,
+        storage_path=str(store.ray_dir),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+        failure_config=tune.FailureConfig(max_failures=2),
+        callbacks=[Progress(store.tracking_uri, plan.epochs)],
+        verbose=1,
     )
 
 
 def _rerun_tuner(store: Store, plan: Plan, trainable):
     """Every point of an export file with ``plan.seeds`` seeds, each trained to its end."""
     from ray import tune
-
-    from study.progress import Progress
 
     points = []
     for point in export_points(plan.config_file):
@@ -308,14 +315,7 @@ def _rerun_tuner(store: Store, plan: Plan, trainable):
         trainable,
         param_space={"point": tune.grid_search(points), "seed": tune.grid_search(seeds)},
         tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=plan.concurrency),
-        run_config=tune.RunConfig(
-            name=plan.study,
-            storage_path=str(store.ray_dir),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-            failure_config=tune.FailureConfig(max_failures=2),
-            callbacks=[Progress(store.tracking_uri, plan.epochs)],
-            verbose=1,
-        ),
+        run_config=_run_config(store, plan),
     )
 
 
