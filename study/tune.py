@@ -81,8 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     store = Store.at(args.store, args.tracking_uri)
     # Everything that can be checked without Ray is checked before it starts.
-    plan = Plan(**store.load_study(args.study_name or store.latest_study(args.dataset))) \
-        if args.resume else _new_plan(store, args)
+    if args.resume:
+        plan = Plan(**store.load_study(args.study_name or store.latest_study(args.dataset)))
+    else:
+        plan = _new_plan(store, args)
     space = load_space(plan.space_file)
     started_ray = _init_ray(args.address)
     try:

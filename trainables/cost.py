@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from trainables.models import ARCHS, DecoupledResNet
+from trainables.models import DecoupledResNet, residual_positions
 
 
 @dataclass
@@ -44,11 +44,7 @@ def block_costs(model: DecoupledResNet, input_shape: tuple[int, int, int]) -> li
     model.eval()
     device = next(model.parameters()).device
     h = torch.zeros(1, *input_shape, device=device)
-    positions = [
-        (li + 1, bi + 1)
-        for li, n in enumerate(ARCHS[model.arch].layers)
-        for bi in range(n)
-    ]
+    positions = residual_positions(model.arch)
     per = model.residuals_per_block
     costs = []
     try:

@@ -116,11 +116,12 @@ def _split(x: torch.Tensor, y: torch.Tensor, fraction: float):
     return (x[keep], y[keep]), (x[held], y[held])
 
 
-def _images(array, channels_last: bool = False) -> torch.Tensor:
+def _images(array, hwc: bool = False) -> torch.Tensor:
+    """uint8 [N, C, H, W] from [N, H, W] or (``hwc``) [N, H, W, C] arrays."""
     t = torch.as_tensor(np.asarray(array), dtype=torch.uint8)
     if t.dim() == 3:
         t = t.unsqueeze(1)
-    elif channels_last:
+    elif hwc:
         t = t.permute(0, 3, 1, 2)
     return t.contiguous()
 
@@ -170,7 +171,7 @@ def _cifar10(root: Path, download: bool, spec: DatasetSpec):
     from torchvision.datasets import CIFAR10
 
     parts = [_torchvision(CIFAR10, root, download, spec, train=t) for t in (True, False)]
-    return None, *((_images(p.data, channels_last=True), _labels(p.targets)) for p in parts)
+    return None, *((_images(p.data, hwc=True), _labels(p.targets)) for p in parts)
 
 
 def _stl10(root: Path, download: bool, spec: DatasetSpec):

@@ -51,9 +51,14 @@ def check_K(arch: str, K: int) -> None:
 def split_points(arch: str, K: int) -> list[tuple[int, int]]:
     """Decoupling points in Table 3's notation: after (layer, block), both 1-indexed."""
     check_K(arch, K)
-    positions = [(li + 1, bi + 1) for li, n in enumerate(_arch(arch).layers) for bi in range(n)]
+    positions = residual_positions(arch)
     per_block = len(positions) // K
     return [positions[(k + 1) * per_block - 1] for k in range(K - 1)]
+
+
+def residual_positions(arch: str) -> list[tuple[int, int]]:
+    """Every residual block as (layer, block), 1-indexed, in order: Table 3's notation."""
+    return [(li + 1, bi + 1) for li, n in enumerate(_arch(arch).layers) for bi in range(n)]
 
 
 def _arch(arch: str) -> ArchSpec:

@@ -135,9 +135,9 @@ def _log_epoch(client: MlflowClient, run_id: str, record: dict) -> None:
     if record.get("peak_memory_bytes") is not None:
         metrics.append(Metric("peak_memory_bytes", float(record["peak_memory_bytes"]), now, step))
     for key in ("loss", "kept_pos", "kept_neg"):
-        metrics += [Metric(f"{key}_block{k + 1}", _finite(v), now, step)
+        metrics += [Metric(f"{key}_block{k + 1}", float(v), now, step)
                     for k, v in enumerate(record[key])]
-    client.log_batch(run_id, metrics=metrics)
+    client.log_batch(run_id, metrics=_finite(metrics))
 
 
 def _finish(client: MlflowClient, run_id: str, trainer: Trainer, s: TrialSetup,
@@ -154,15 +154,17 @@ def _finish(client: MlflowClient, run_id: str, trainer: Trainer, s: TrialSetup,
         scalars.update({f"{key}_block{k + 1}": v for k, v in enumerate(metrics[key])})
     scalars["wall_time_s"] = time.time() - started
     now = int(time.time() * 1000)
-    client.log_batch(run_id, metrics=[Metric(k, _finite(v), now, trainer.epoch)
-                                      for k, v in scalars.items()])
+    client.log_batch(run_id, metrics=_finite(
+        [Metric(k, float(v), now, trainer.epoch) for k, v in scalars.items()]
+    ))
     client.set_tag(run_id, "encoder_state", f"runs:/{run_id}/{ENCODER_FILE}")
     client.set_terminated(run_id, "FINISHED")
     return {**scalars, FINISHED: True}
 
 
-def _finite(v: float) -> float:
-    return float(v) if math.isfinite(v) else -1.0
+def _finite(metrics: list[Metric]) -> list[Metric]:
+    """Non-finite values are left out, never replaced: the run's ``diverged`` tag says why."""
+    return [m for m in metrics if math.isfinite(m.value)]
 
 
 def _maybe_fail(s: TrialSetup, trial_id: str, epoch: int) -> None:
