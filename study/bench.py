@@ -176,49 +176,71 @@ def bench_subsample(device: torch.device, repeats: int, batch: int = 256) -> dic
     return {"eq1_seconds": plain, "eq5_seconds": masked, "overhead": masked / plain}
 
 
-def bench_tune(quick: bool) -> dict:
+def bench_tune(quick: bool, repeats: int) -> dict:
     """One small run called directly against the same run as a Ray Tune trial (its wall time
-    inside the trial: per-epoch reports, checkpoints and MLflow logging included)."""
+    inside the trial: per-epoch reports, checkpoints and the final report included).
+
+    The two alternate ``repeats`` times, one direct run then a one-trial study, so that drift in
+    a shared machine's load falls on both; the medians are compared. Ray starts once, first."""
+    from mlflow.tracking import MlflowClient
+
+    from study.store import Store
+    from study.tune import _init_ray
     from study.tune import main as tune_main
 
     epochs = 8 if quick else 20
     linear_epochs = 30
     # Both sides start cold in a fresh process, with the same modules imported and the same
-    # threads: the difference is what the trial adds (Tune reports, checkpoints, MLflow).
+    # threads, and both write the run's report (arrays, plots, metrics.json) as `study.train
+    # --out` does: the difference is what the trial adds (Tune's reports and checkpoints).
     code = (
-        "import time, torch; import trainables.tune_trainable; "
+        "import tempfile, time, torch; import trainables.tune_trainable; "
         "from trainables.config import TrainConfig; from trainables.train import Trainer; "
         "from trainables.report import final_report; t = time.perf_counter(); "
         f"tr = Trainer(TrainConfig(dataset='digits', K=2, threshold=0.0, epochs={epochs}, "
         "batch_size=128, device='cpu')); tr.fit(); "
-        f"final_report(tr, {linear_epochs}); print(time.perf_counter() - t)"
+        "d = tempfile.TemporaryDirectory(); "
+        f"final_report(tr, {linear_epochs}, out_dir=d.name); print(time.perf_counter() - t)"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True)
-    direct_s = float(out.stdout.strip().splitlines()[-1])
-    with tempfile.TemporaryDirectory() as d:
-        space = os.path.join(d, "space.yaml")
-        with open(space, "w") as f:
-            f.write(_BENCH_SPACE.format(epochs=epochs, linear_epochs=linear_epochs))
-        start = time.perf_counter()
-        tune_main(["--dataset", "digits", "--space", space, "--budget", "smoke",
-                   "--gpus-per-trial", "0", "--cpus-per-trial", str(torch.get_num_threads()),
-                   "--store",
-                   os.path.join(d, "mlruns"), "--study-name", "bench"])
-        fit_s = time.perf_counter() - start
-        from mlflow.tracking import MlflowClient
+    start = time.perf_counter()
+    started_ray = _init_ray(None)
+    ray_start_s = time.perf_counter() - start
+    direct, trials = [], []
+    try:
+        with tempfile.TemporaryDirectory() as d:
+            store = Store.at(os.path.join(d, "mlruns"))
+            space = os.path.join(d, "space.yaml")
+            with open(space, "w") as f:
+                f.write(_BENCH_SPACE.format(epochs=epochs, linear_epochs=linear_epochs))
+            client = MlflowClient(store.tracking_uri)
+            for r in range(repeats):
+                out = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                                     text=True, check=True)
+                direct.append(float(out.stdout.strip().splitlines()[-1]))
+                tune_main(["--dataset", "digits", "--space", space, "--budget", "smoke",
+                           "--gpus-per-trial", "0",
+                           "--cpus-per-trial", str(torch.get_num_threads()),
+                           "--store", str(store.root), "--study-name", f"bench{r}"])
+                exp = client.get_experiment_by_name("digits")
+                (run,) = [run for run in client.search_runs([exp.experiment_id],
+                                                            f"tags.study = 'bench{r}'")
+                          if "trial_id" in run.data.tags]
+                trials.append(run.data.metrics["wall_time_s"])
+    finally:
+        if started_ray:
+            import ray
 
-        from study.store import Store
-
-        client = MlflowClient(Store.at(os.path.join(d, "mlruns")).tracking_uri)
-        exp = client.get_experiment_by_name("digits")
-        (trial,) = [r for r in client.search_runs([exp.experiment_id])
-                    if "trial_id" in r.data.tags]
-        trial_s = trial.data.metrics["wall_time_s"]
-    log(f"  tune: direct {direct_s:.1f} s, inside a trial {trial_s:.1f} s "
-        f"(whole Tuner.fit with Ray's start {fit_s:.1f} s)")
-    return {"direct_seconds": direct_s, "trial_seconds": trial_s, "fit_seconds": fit_s,
+            ray.shutdown()
+    direct_s, trial_s = statistics.median(direct), statistics.median(trials)
+    log(f"  tune: direct {_seconds(direct)}, inside a trial {_seconds(trials)} "
+        f"(Ray's start {ray_start_s:.1f} s, once)")
+    return {"direct_seconds": direct, "trial_seconds": trials, "ray_start_seconds": ray_start_s,
             "overhead": trial_s / direct_s}
+
+
+def _seconds(values: list[float]) -> str:
+    return f"median {statistics.median(values):.1f} s of " + \
+        "/".join(f"{v:.1f}" for v in values)
 
 
 _BENCH_SPACE = """
@@ -230,7 +252,7 @@ search:
   tau: {{type: categorical, choices: [0.5]}}
   K: {{type: categorical, choices: [2]}}
 budgets:
-  smoke: {{epochs: {epochs}, trials: 1, concurrency: 1, grace_period: 1}}
+  smoke: {{epochs: {epochs}, trials: 1, concurrency: 1, grace_period: {epochs}}}
 """
 
 
@@ -298,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     result["augment_speedup"] = result["augment"]["speedup"]
     result["subsample_overhead"] = result["subsample"]["overhead"]
     if not args.skip_tune:
-        result["tune"] = bench_tune(args.quick)
+        result["tune"] = bench_tune(args.quick, min(repeats, 3))
         result["tune_overhead"] = result["tune"]["overhead"]
     else:
         result["tune_overhead"] = None

@@ -1,5 +1,6 @@
 """What the driver adds to Ray Tune: an epoch line per trial, and Optuna states that say what
-happened (a trial stopped early by ASHA ends PRUNED in Optuna and KILLED in MLflow)."""
+happened (a trial stopped early by ASHA ends PRUNED in Optuna; ``study.tracking`` marks its
+MLflow run KILLED)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from ray.tune import Callback
 from ray.tune.search.optuna import OptunaSearch
 
 from study._cli import log
-from trainables.tune_trainable import FINISHED, OBJECTIVE
+from trainables.tune_trainable import FINAL, FINISHED, OBJECTIVE
 
 
 class StudySearch(OptunaSearch):
@@ -24,10 +25,9 @@ class StudySearch(OptunaSearch):
 
 
 class Progress(Callback):
-    """One line per trial and epoch, and the MLflow status of trials stopped early."""
+    """One line per trial and epoch, and one when a trial ends."""
 
-    def __init__(self, tracking_uri: str, epochs: int):
-        self.tracking_uri = tracking_uri
+    def __init__(self, epochs: int):
         self.epochs = epochs
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
@@ -37,24 +37,21 @@ class Progress(Callback):
         )
         line = (f"[{trial.trial_id}] epoch {result.get('epoch')}/{self.epochs} "
                 f"knn_val {result.get(OBJECTIVE, float('nan')):.4f}  {params}")
-        if result.get(FINISHED) and "linear_val_acc" in result:
-            line += (f"  linear val {result['linear_val_acc']:.4f} "
-                     f"test {result['linear_test_acc']:.4f}")
+        final = result.get(FINAL, {})
+        if "linear_val_acc" in final:
+            line += (f"  linear val {final['linear_val_acc']:.4f} "
+                     f"test {final.get('linear_test_acc', float('nan')):.4f}")
         log(line)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         result = trial.last_result or {}
         if result.get(FINISHED):
             log(f"[{trial.trial_id}] finished")
-            return
-        log(f"[{trial.trial_id}] stopped early at epoch {result.get('epoch')}")
-        run_id = result.get("mlflow_run_id")
-        if run_id:
-            from mlflow.tracking import MlflowClient
-
-            client = MlflowClient(self.tracking_uri)
-            client.set_tag(run_id, "early_stopped", "true")
-            client.set_terminated(run_id, "KILLED")
+        else:
+            log(f"[{trial.trial_id}] stopped early at epoch {result.get('epoch')}")
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        log(f"[{trial.trial_id}] failed; Ray retries it from its last checkpoint if it can")
+        log(f"[{trial.trial_id}] failed; see {trial.error_file}")
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        log(f"[{trial.trial_id}] failed; Ray retries it from its last checkpoint")

@@ -197,9 +197,9 @@ def _run_study(store: Store, plan: Plan, space: SearchSpace, resume: bool) -> in
         log(f"resuming {plan.study} from {path}")
         tuner = tune.Tuner.restore(str(path), trainable, resume_errored=True)
     elif plan.config_file:
-        tuner = _rerun_tuner(store, plan, trainable)
+        tuner = _rerun_tuner(store, plan, trainable, setup)
     else:
-        tuner = _new_tuner(store, plan, space, trainable)
+        tuner = _new_tuner(store, plan, space, trainable, setup)
     results = tuner.fit()
     ended = results.num_terminated + results.num_errors
     from study.summary import print_summary
@@ -242,11 +242,6 @@ def _trial_setup(store: Store, plan: Plan, space: SearchSpace) -> TrialSetup:
         base=base,
         linear_epochs=budget.linear_epochs or t.linear_epochs,
         checkpoint_every=budget.checkpoint_every,
-        tracking_uri=store.tracking_uri,
-        experiment_id=plan.experiment_id,
-        parent_run_id=plan.parent_run_id,
-        study=plan.study,
-        params={"budget": plan.budget, "study": plan.study, "git_commit": git_commit()},
         cpus=plan.cpus_per_trial,
         gpu_fraction=plan.gpus_per_trial,
         fail_once_at_epoch=int(fail_at) if fail_at else None,
@@ -254,7 +249,7 @@ def _trial_setup(store: Store, plan: Plan, space: SearchSpace) -> TrialSetup:
     )
 
 
-def _new_tuner(store: Store, plan: Plan, space: SearchSpace, trainable):
+def _new_tuner(store: Store, plan: Plan, space: SearchSpace, trainable, setup: TrialSetup):
     import optuna
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
@@ -282,27 +277,33 @@ def _new_tuner(store: Store, plan: Plan, space: SearchSpace, trainable):
             scheduler=scheduler,
             num_samples=plan.trials,
         ),
-        run_config=_run_config(store, plan),
+        run_config=_run_config(store, plan, setup),
     )
 
 
-def _run_config(store: Store, plan: Plan):
-    """Where Tune keeps the study, two checkpoints a trial, two retries of a crashed trial."""
+def _run_config(store: Store, plan: Plan, setup: TrialSetup):
+    """Where Tune keeps the study, two checkpoints a trial, two retries of a crashed trial, and
+    the callbacks that print progress and track every trial in MLflow."""
     from ray import tune
 
     from study.progress import Progress
+    from study.tracking import MlflowTracking
 
+    tracking = MlflowTracking(
+        store.tracking_uri, plan.experiment_id, plan.parent_run_id, plan.study, setup,
+        params={"budget": plan.budget, "study": plan.study, "git_commit": git_commit()},
+    )
     return tune.RunConfig(
         name=plan.study,
         storage_path=str(store.ray_dir),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
         failure_config=tune.FailureConfig(max_failures=2),
-        callbacks=[Progress(store.tracking_uri, plan.epochs)],
+        callbacks=[Progress(plan.epochs), tracking],
         verbose=1,
     )
 
 
-def _rerun_tuner(store: Store, plan: Plan, trainable):
+def _rerun_tuner(store: Store, plan: Plan, trainable, setup: TrialSetup):
     """Every point of an export file with ``plan.seeds`` seeds, each trained to its end."""
     from ray import tune
 
@@ -317,7 +318,7 @@ def _rerun_tuner(store: Store, plan: Plan, trainable):
         trainable,
         param_space={"point": tune.grid_search(points), "seed": tune.grid_search(seeds)},
         tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=plan.concurrency),
-        run_config=_run_config(store, plan),
+        run_config=_run_config(store, plan, setup),
     )
 
 

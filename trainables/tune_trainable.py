@@ -1,11 +1,12 @@
-"""The Ray Tune trainable: the training core as a function trainable, tracked in MLflow.
+"""The Ray Tune trainable: the training core as a function trainable.
 
-The one module of ``trainables`` that touches Ray or MLflow. Each trial owns one nested MLflow
-run (tags ``study`` and ``trial_id``); its id travels in the trial's checkpoints, so a retried or
-resumed trial continues its own run. Per epoch the trial reports the validation kNN accuracy
-(the study's objective; never a test metric). At the last epoch it first runs the final
-evaluation and logs every result and artifact (the encoder as a state dict), then reports once
-with ``trial_finished``: a trial that ends without that key was stopped early.
+The trial process touches Ray only. Each epoch it reports the validation kNN accuracy (the
+study's objective; never a test metric) with the epoch's metrics under ``METRICS``; at the last
+epoch it runs the final evaluation, writes the report (arrays, plots, metrics.json, the encoder
+as a state dict) into ``REPORT_DIR`` of its final checkpoint, and reports once more with
+``trial_finished``: a trial that ends without that key was stopped early. The driver
+(``study.tracking``) turns these results into MLflow runs, so a trial never opens the tracking
+store: no SQLAlchemy start-up per trial and a single writer to a SQLite store.
 """
 
 from __future__ import annotations
@@ -18,8 +19,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from mlflow.entities import Metric, Param
-from mlflow.tracking import MlflowClient
 from ray import tune
 
 from trainables.config import TrainConfig
@@ -28,8 +27,10 @@ from trainables.train import Trainer
 
 OBJECTIVE = "knn_val_acc"
 FINISHED = "trial_finished"
+METRICS = "metrics"  # the result key holding the epoch's metrics, {name: value}, step = epoch
+FINAL = "final"  # the result key holding the final evaluation's scalars (last epoch only)
 WORST = 0.0  # what a diverged trial reports: finite, never NaN (Optuna would hang on NaN)
-CHECKPOINT_FILE, META_FILE = "trainer.pt", "meta.json"
+CHECKPOINT_FILE, FINAL_FILE, REPORT_DIR = "trainer.pt", "final.json", "report"
 ENCODER_FILE = "encoder_state_dict.pt"
 
 
@@ -40,11 +41,6 @@ class TrialSetup:
     base: dict  # TrainConfig fields fixed for the whole study; the trial's config overrides
     linear_epochs: int
     checkpoint_every: int
-    tracking_uri: str
-    experiment_id: str
-    parent_run_id: str
-    study: str
-    params: dict  # extra parameters logged with every trial (budget, git commit, ...)
     cpus: float = 1.0
     gpu_fraction: float = 0.0
     fail_once_at_epoch: int | None = None  # test-only switch: raise once at this epoch
@@ -52,6 +48,15 @@ class TrialSetup:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def trial_config(config: dict, base: dict) -> TrainConfig:
+    """The TrainConfig of a trial: the study's base, overridden by what the trial sampled.
+
+    A re-run of exported points samples {"point": {...}, "seed": s}; a search samples flat.
+    """
+    return TrainConfig(**{**base, **config.get("point", {}),
+                          **{k: v for k, v in config.items() if k != "point"}})
 
 
 def run_trial(config: dict, setup: dict) -> None:
@@ -62,109 +67,72 @@ def run_trial(config: dict, setup: dict) -> None:
     if s.gpu_fraction and torch.cuda.is_available():
         # Fractional GPUs are only labels to Ray: cap this trial's memory to its share.
         torch.cuda.set_per_process_memory_fraction(min(1.0, s.gpu_fraction))
-    # A re-run of exported points samples {"point": {...}, "seed": s}; a search samples flat.
-    cfg = TrainConfig(**{**s.base, **config.get("point", {}),
-                         **{k: v for k, v in config.items() if k != "point"}})
-    client = MlflowClient(s.tracking_uri)
+    cfg = trial_config(config, s.base)
     trial_id = tune.get_context().get_trial_id()
 
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
             trainer = Trainer.from_checkpoint(Path(d) / CHECKPOINT_FILE)
-            run_id = json.loads((Path(d) / META_FILE).read_text())["run_id"]
+            final = Path(d) / FINAL_FILE
+            if final.exists():
+                # Restored from its last checkpoint (the driver stopped before taking the
+                # result in): report the finished result again, without training.
+                tune.report(json.loads(final.read_text()))
+                return
     else:
         trainer = Trainer(cfg)
-        run_id = _trial_run(client, s, trial_id, cfg, config)
 
     while trainer.epoch < cfg.epochs:
         _maybe_fail(s, trial_id, trainer.epoch + 1)
         record = trainer.train_epoch()
-        _log_epoch(client, run_id, record)
         result = {
             OBJECTIVE: record["knn_val_acc"],
             "epoch": record["epoch"],
-            "mlflow_run_id": run_id,
             "diverged": not all(math.isfinite(v) for v in record["loss"]),
+            METRICS: epoch_metrics(record),
         }
-        last = trainer.epoch >= cfg.epochs
         if result["diverged"]:
             result[OBJECTIVE] = WORST
-            client.set_tag(run_id, "diverged", "true")
-            client.set_terminated(run_id, "FAILED")
             tune.report({**result, FINISHED: True})
             return
-        if last:
-            result.update(_finish(client, run_id, trainer, s, started))
-        if last or trainer.epoch % s.checkpoint_every == 0:
-            with tempfile.TemporaryDirectory() as d:
-                trainer.save(Path(d) / CHECKPOINT_FILE)
-                (Path(d) / META_FILE).write_text(json.dumps({"run_id": run_id}))
-                tune.report(result, checkpoint=tune.Checkpoint.from_directory(d))
-        else:
+        last = trainer.epoch >= cfg.epochs
+        if not (last or trainer.epoch % s.checkpoint_every == 0):
             tune.report(result)
+            continue
+        with tempfile.TemporaryDirectory() as d:
+            trainer.save(Path(d) / CHECKPOINT_FILE)
+            if last:
+                result[FINAL] = _finish(trainer, s, started, Path(d) / REPORT_DIR)
+                result[FINISHED] = True
+                (Path(d) / FINAL_FILE).write_text(json.dumps(result))
+            tune.report(result, checkpoint=tune.Checkpoint.from_directory(d))
 
 
-def _trial_run(client: MlflowClient, s: TrialSetup, trial_id: str, cfg, config) -> str:
-    """The trial's MLflow run: found again by its tags after a crash, else created."""
-    found = client.search_runs(
-        [s.experiment_id],
-        filter_string=f"tags.study = '{s.study}' and tags.trial_id = '{trial_id}'",
-        max_results=1,
-    )
-    if found:
-        return found[0].info.run_id
-    shown = {k: getattr(cfg, k) for k in ("threshold", "tau", "K", "seed")}
-    name = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
-                    for k, v in shown.items())
-    run = client.create_run(
-        s.experiment_id,
-        run_name=f"{trial_id} {name}",
-        tags={"mlflow.parentRunId": s.parent_run_id, "study": s.study, "trial_id": trial_id},
-    )
-    params = {**cfg.to_dict(), **s.params, "linear_epochs": s.linear_epochs,
-              "gpu_fraction": s.gpu_fraction, "cpus": s.cpus}
-    client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()])
-    return run.info.run_id
+def epoch_metrics(record: dict) -> dict[str, float]:
+    """One epoch's record as flat metrics; per-block lists become ``<name>_block<k>``.
 
-
-def _log_epoch(client: MlflowClient, run_id: str, record: dict) -> None:
-    now, step = int(time.time() * 1000), record["epoch"]
-    metrics = [Metric(k, float(record[k]), now, step)
-               for k in ("knn_val_acc", "images_per_s", "epoch_seconds")]
+    Non-finite values are left out, never replaced: the trial's ``diverged`` flag says why.
+    """
+    out = {k: float(record[k]) for k in ("knn_val_acc", "images_per_s", "epoch_seconds")}
     if record.get("peak_memory_bytes") is not None:
-        metrics.append(Metric("peak_memory_bytes", float(record["peak_memory_bytes"]), now, step))
+        out["peak_memory_bytes"] = float(record["peak_memory_bytes"])
     for key in ("loss", "kept_pos", "kept_neg"):
-        metrics += [Metric(f"{key}_block{k + 1}", float(v), now, step)
-                    for k, v in enumerate(record[key])]
-    client.log_batch(run_id, metrics=_finite(metrics))
+        out.update({f"{key}_block{k + 1}": float(v) for k, v in enumerate(record[key])})
+    return {k: v for k, v in out.items() if math.isfinite(v)}
 
 
-def _finish(client: MlflowClient, run_id: str, trainer: Trainer, s: TrialSetup,
-            started: float) -> dict:
-    """Final evaluation, logged with its artifacts and the encoder; the run is then closed."""
-    with tempfile.TemporaryDirectory() as out:
-        metrics, _ = final_report(trainer, s.linear_epochs, out_dir=out)
-        # The weights as a state dict (milliseconds); the study logs the best one as an MLflow
-        # model and registers it (``study.summary``), which takes seconds.
-        torch.save(trainer.model.state_dict(), Path(out) / ENCODER_FILE)
-        client.log_artifacts(run_id, out)
+def _finish(trainer: Trainer, s: TrialSetup, started: float, out: Path) -> dict[str, float]:
+    """Final evaluation: its files go to ``out``, its scalars are returned."""
+    metrics, _ = final_report(trainer, s.linear_epochs, out_dir=out)
+    # The weights as a state dict (milliseconds); the study logs the best one as an MLflow
+    # model and registers it (``study.summary``), which takes seconds.
+    torch.save(trainer.model.state_dict(), out / ENCODER_FILE)
     scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
     for key in ("probe_val_acc", "probe_test_acc", "effective_rank"):
         scalars.update({f"{key}_block{k + 1}": v for k, v in enumerate(metrics[key])})
     scalars["wall_time_s"] = time.time() - started
-    now = int(time.time() * 1000)
-    client.log_batch(run_id, metrics=_finite(
-        [Metric(k, float(v), now, trainer.epoch) for k, v in scalars.items()]
-    ))
-    client.set_tag(run_id, "encoder_state", f"runs:/{run_id}/{ENCODER_FILE}")
-    client.set_terminated(run_id, "FINISHED")
-    return {**scalars, FINISHED: True}
-
-
-def _finite(metrics: list[Metric]) -> list[Metric]:
-    """Non-finite values are left out, never replaced: the run's ``diverged`` tag says why."""
-    return [m for m in metrics if math.isfinite(m.value)]
+    return {k: float(v) for k, v in scalars.items() if math.isfinite(v)}
 
 
 def _maybe_fail(s: TrialSetup, trial_id: str, epoch: int) -> None:

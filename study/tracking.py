@@ -1,0 +1,114 @@
+"""MLflow tracking of a study's trials, done by the driver from Ray Tune's results.
+
+One nested MLflow run per trial (tags ``study`` and ``trial_id``, child of the study's run),
+found again by its tags when a study resumes. The trial processes never open the tracking store:
+they report each epoch's metrics to Tune, and write the final report into their last checkpoint,
+which this callback logs as the run's artifacts. One process writes to the store, so a SQLite
+store has no concurrent writers however many trials run at once.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from mlflow.entities import Metric, Param
+from mlflow.tracking import MlflowClient
+from ray.tune import Callback
+
+from trainables.tune_trainable import (
+    ENCODER_FILE,
+    FINAL,
+    FINISHED,
+    METRICS,
+    REPORT_DIR,
+    TrialSetup,
+    trial_config,
+)
+
+
+class MlflowTracking(Callback):
+    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, study: str,
+                 setup: TrialSetup, params: dict):
+        self.tracking_uri = tracking_uri
+        self.experiment_id = experiment_id
+        self.parent_run_id = parent_run_id
+        self.study = study
+        self.setup_ = setup
+        self.params = params  # logged with every trial (budget, git commit, ...)
+        self.runs: dict[str, str] = {}  # trial id -> MLflow run id
+        self._client: MlflowClient | None = None
+
+    def __getstate__(self) -> dict:
+        # Tune pickles its callbacks with the study (for --resume); a client is not data.
+        return {**self.__dict__, "_client": None}
+
+    @property
+    def client(self) -> MlflowClient:
+        if self._client is None:
+            self._client = MlflowClient(self.tracking_uri)
+        return self._client
+
+    def run_id(self, trial) -> str:
+        """The trial's MLflow run: cached, else found by its tags (a resumed study), else new."""
+        if trial.trial_id in self.runs:
+            return self.runs[trial.trial_id]
+        found = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.study = '{self.study}' and tags.trial_id = '{trial.trial_id}'",
+            max_results=1,
+        )
+        if found:
+            run_id = found[0].info.run_id
+        else:
+            run_id = self._create_run(trial)
+        self.runs[trial.trial_id] = run_id
+        return run_id
+
+    def _create_run(self, trial) -> str:
+        cfg = trial_config(trial.config, self.setup_.base)
+        shown = {k: getattr(cfg, k) for k in ("threshold", "tau", "K", "seed")}
+        name = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                        for k, v in shown.items())
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=f"{trial.trial_id} {name}",
+            tags={"mlflow.parentRunId": self.parent_run_id, "study": self.study,
+                  "trial_id": trial.trial_id},
+        )
+        params = {**cfg.to_dict(), **self.params, "linear_epochs": self.setup_.linear_epochs,
+                  "gpu_fraction": self.setup_.gpu_fraction, "cpus": self.setup_.cpus}
+        self.client.log_batch(run.info.run_id,
+                              params=[Param(k, str(v)) for k, v in params.items()])
+        return run.info.run_id
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.run_id(trial)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        run_id, now = self.run_id(trial), int(time.time() * 1000)
+        step = int(result.get("epoch", 0))
+        metrics = [Metric(k, v, now, step) for k, v in result.get(METRICS, {}).items()]
+        metrics += [Metric(k, v, now, step) for k, v in result.get(FINAL, {}).items()]
+        self.client.log_batch(run_id, metrics=metrics)
+        if result.get("diverged"):
+            self.client.set_tag(run_id, "diverged", "true")
+            self.client.set_terminated(run_id, "FAILED")
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        result, run_id = trial.last_result or {}, self.run_id(trial)
+        if result.get("diverged"):
+            return
+        if not result.get(FINISHED):
+            self.client.set_tag(run_id, "early_stopped", "true")
+            self.client.set_terminated(run_id, "KILLED")
+            return
+        with trial.checkpoint.as_directory() as d:
+            self.client.log_artifacts(run_id, str(Path(d) / REPORT_DIR))
+        self.client.set_tag(run_id, "encoder_state", f"runs:/{run_id}/{ENCODER_FILE}")
+        self.client.set_terminated(run_id, "FINISHED")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        run_id = self.run_id(trial)
+        self.client.set_tag(run_id, "error", str(trial.error_file or "see Ray's trial log"))
+        self.client.set_terminated(run_id, "FAILED")

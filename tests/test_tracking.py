@@ -1,0 +1,158 @@
+"""The trial function outside Ray, and the driver's MLflow tracking fed by its real results."""
+
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+from ray import tune
+
+import trainables.tune_trainable as tt
+from study.store import Store
+from study.tracking import MlflowTracking
+
+BASE = dict(dataset="digits", arch="resnet18", width=0.125, K=2, threshold=0.0, epochs=2,
+            batch_size=128, subset=300, device="cpu")
+
+
+def test_the_trial_process_never_imports_mlflow():
+    code = "import sys, trainables.tune_trainable; print('mlflow' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "False"
+
+
+@dataclass
+class Reports:
+    """What the trial hands to Tune: results and copies of the checkpoint folders."""
+
+    tmp: Path
+    results: list = field(default_factory=list)
+    checkpoints: list = field(default_factory=list)
+
+    def __call__(self, result, checkpoint=None):
+        self.results.append(result)
+        if checkpoint is not None:
+            kept = self.tmp / f"checkpoint_{len(self.results)}"
+            shutil.copytree(checkpoint.path, kept)
+            self.checkpoints.append(tune.Checkpoint.from_directory(kept))
+
+
+@pytest.fixture(scope="module")
+def trial(tmp_path_factory):
+    """One real two-epoch trial, run without Ray: its results and checkpoints."""
+    tmp = tmp_path_factory.mktemp("trial")
+    reports = Reports(tmp)
+    setup = tt.TrialSetup(base=BASE, linear_epochs=5, checkpoint_every=1).to_dict()
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(tune, "report", reports)
+        tt.run_trial({"tau": 0.5}, setup)
+    return setup, reports
+
+
+def test_trial_reports_every_epoch_and_its_report_in_the_last_checkpoint(trial):
+    _, reports = trial
+    assert [r["epoch"] for r in reports.results] == [1, 2]
+    first, last = reports.results
+    assert tt.FINISHED not in first and last[tt.FINISHED] is True
+    assert {"knn_val_acc", "loss_block1", "kept_neg_block2", "epoch_seconds"} <= set(
+        first[tt.METRICS])
+    assert last[tt.FINAL]["linear_val_acc"] == last[tt.FINAL]["probe_val_acc_block2"]
+    report = Path(reports.checkpoints[-1].path) / tt.REPORT_DIR
+    assert (report / tt.ENCODER_FILE).exists() and (report / "spectra" / "block_2.npy").exists()
+
+
+def test_trial_restored_at_its_end_reports_the_finished_result_again(trial, monkeypatch):
+    setup, reports = trial
+    again = Reports(reports.tmp)
+    monkeypatch.setattr(tune, "report", again)
+    monkeypatch.setattr(tune, "get_checkpoint", lambda: reports.checkpoints[-1])
+    tt.run_trial({"tau": 0.5}, setup)
+    assert again.results == [reports.results[-1]]  # no epoch trained twice
+
+
+@dataclass
+class FakeTrial:
+    """The fields of a Tune Trial that the callback reads."""
+
+    trial_id: str
+    config: dict
+    last_result: dict | None = None
+    checkpoint: object = None
+    error_file: str | None = None
+
+
+def _tracking(store: Store, setup: dict) -> MlflowTracking:
+    experiment_id = store.experiment_id("digits")
+    client = MlflowClient(store.tracking_uri)
+    parent = client.create_run(experiment_id, tags={"study": "s"}).info.run_id
+    return MlflowTracking(store.tracking_uri, experiment_id, parent, "s",
+                          tt.TrialSetup(**setup), params={"budget": "smoke"})
+
+
+def _feed(tracking: MlflowTracking, trial: FakeTrial, results: list, checkpoint=None):
+    tracking.on_trial_start(0, [], trial)
+    for r in results:
+        tracking.on_trial_result(0, [], trial, r)
+        trial.last_result = r
+    trial.checkpoint = checkpoint
+    tracking.on_trial_complete(0, [], trial)
+
+
+def test_tracking_logs_a_finished_trial_with_its_artifacts(trial, tmp_path):
+    setup, reports = trial
+    store = Store.at(tmp_path / "mlruns")
+    tracking = _tracking(store, setup)
+    _feed(tracking, FakeTrial("t1", {"tau": 0.5}), reports.results, reports.checkpoints[-1])
+
+    client = MlflowClient(store.tracking_uri)
+    run = client.get_run(tracking.runs["t1"])
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["mlflow.parentRunId"] == tracking.parent_run_id
+    assert run.data.params["tau"] == "0.5" and run.data.params["budget"] == "smoke"
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "knn_val_acc")]
+    assert steps == [1, 2]
+    assert run.data.metrics["linear_test_acc"] == reports.results[-1][tt.FINAL]["linear_test_acc"]
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {tt.ENCODER_FILE, "metrics.json", "probes.png", "spectra"} <= artifacts
+    assert run.data.tags["encoder_state"] == f"runs:/{run.info.run_id}/{tt.ENCODER_FILE}"
+
+
+def test_tracking_marks_stopped_diverged_and_failed_trials(trial, tmp_path):
+    setup, reports = trial
+    store = Store.at(tmp_path / "mlruns")
+    tracking = _tracking(store, setup)
+    _feed(tracking, FakeTrial("early", {"tau": 0.5}), reports.results[:1])
+    diverged = {**reports.results[0], "diverged": True, tt.FINISHED: True}
+    _feed(tracking, FakeTrial("nan", {"tau": 0.5}), [diverged])
+    failed = FakeTrial("err", {"tau": 0.5}, error_file="/ray/err/error.txt")
+    tracking.on_trial_result(0, [], failed, reports.results[0])
+    tracking.on_trial_error(0, [], failed)
+
+    client = MlflowClient(store.tracking_uri)
+    runs = {t: client.get_run(r) for t, r in tracking.runs.items()}
+    assert runs["early"].info.status == "KILLED"
+    assert runs["early"].data.tags["early_stopped"] == "true"
+    assert runs["nan"].info.status == "FAILED" and runs["nan"].data.tags["diverged"] == "true"
+    assert runs["err"].info.status == "FAILED"
+    assert runs["err"].data.tags["error"] == "/ray/err/error.txt"
+
+
+def test_a_resumed_study_finds_each_trials_run_again(trial, tmp_path):
+    setup, reports = trial
+    store = Store.at(tmp_path / "mlruns")
+    tracking = _tracking(store, setup)
+    tracking.on_trial_result(0, [], FakeTrial("t1", {"tau": 0.5}), reports.results[0])
+    # The driver restarts: a new callback (unpickled by Tune) with no cache and no client.
+    import pickle
+
+    again = pickle.loads(pickle.dumps(tracking))
+    again.runs.clear()
+    again.on_trial_result(0, [], FakeTrial("t1", {"tau": 0.5}), reports.results[1])
+    assert again.runs["t1"] == tracking.runs["t1"]
+    client = MlflowClient(store.tracking_uri)
+    steps = [m.step for m in client.get_metric_history(tracking.runs["t1"], "knn_val_acc")]
+    assert sorted(steps) == [1, 2]
