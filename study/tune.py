@@ -42,7 +42,7 @@ def parse_args(argv: list[str] | None):
     p.add_argument("--resume", action="store_true",
                    help="continue the named study (default: the latest of --dataset)")
     p.add_argument("--address", default=None,
-                   help="join this Ray cluster (then share --store and use a tracking server)")
+                   help="join this Ray cluster (every node must see the same --store)")
     p.add_argument("--tracking-uri", default=None,
                    help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or mlruns/mlflow.db)")
     p.add_argument("--store", default="mlruns", help="folder of the local records")
