@@ -46,6 +46,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     run_flag("--data-dir", help=f"(default: {DEFAULTS.data_dir})")
     run_flag("--seed", type=int, help=f"(default: {DEFAULTS.seed})")
     run_flag("--device", help="auto (default), cpu or cuda[:N]")
+    run_flag("--precision", help="auto (default: bf16 on CUDA, fp32 elsewhere), bf16 or fp32")
     p.add_argument("--no-download", action="store_true", help="never try to download data")
     p.add_argument("--config", type=Path, default=None,
                    help="a study.export YAML: train its best configuration (flags override)")

@@ -43,6 +43,27 @@ def test_resume_matches_the_uninterrupted_run(tmp_path):
         torch.testing.assert_close(p, after[name], rtol=1e-5, atol=1e-6, msg=name)
 
 
+def test_bf16_path_runs_on_a_cpu_and_tracks_float32():
+    """The CUDA fast path (bf16 autocast, channels_last) as far as a CPU can run it: the same
+    first step as float32 to within bf16's precision, the loss itself in float32."""
+    cfg = dict(dataset="digits", K=2, threshold=0.0, epochs=1, batch_size=64, subset=256,
+               device="cpu")
+    fp32, bf16 = Trainer(TrainConfig(**cfg, precision="fp32")), Trainer(
+        TrainConfig(**cfg, precision="bf16"))
+    assert not fp32.bf16 and bf16.bf16
+    conv = bf16.model.blocks[1][0].conv1.weight
+    assert conv.is_contiguous(memory_format=torch.channels_last)
+    images = fp32.data.pretrain[:64]
+    torch.manual_seed(1)
+    a = fp32.train_step(images)
+    torch.manual_seed(1)
+    b = bf16.train_step(images)
+    assert b.dtype == torch.float32 and torch.isfinite(b).all()
+    torch.testing.assert_close(b[:, 0], a[:, 0], rtol=2e-3, atol=0.0)  # the loss per block
+    record = bf16.train_epoch()
+    assert 0.0 <= record["knn_val_acc"] <= 1.0
+
+
 @pytest.mark.parametrize(
     "kwargs,message",
     [
@@ -52,6 +73,7 @@ def test_resume_matches_the_uninterrupted_run(tmp_path):
         ({"arch": "vgg"}, "arch='vgg' is unknown; allowed: resnet18, resnet50"),
         ({"subsample": "all"}, "subsample='all' is unknown"),
         ({"tau": 0}, "tau=0 must be a positive number"),
+        ({"precision": "fp16"}, "precision='fp16' is unknown; allowed: auto, bf16, fp32"),
     ],
 )
 def test_bad_config_names_the_value(kwargs, message):

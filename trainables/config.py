@@ -15,6 +15,8 @@ from trainables.errors import ConfigError
 from trainables.losses import SUBSAMPLE_MODES
 from trainables.models import check_K
 
+PRECISIONS = ("auto", "bf16", "fp32")
+
 
 @dataclass
 class TrainConfig:
@@ -34,6 +36,7 @@ class TrainConfig:
     download: bool = True
     seed: int = 0
     device: str = "auto"
+    precision: str = "auto"  # bf16: autocast + channels_last; auto: bf16 on CUDA, else fp32
     knn_k: int = 200
     knn_temperature: float = 0.1
 
@@ -61,6 +64,10 @@ class TrainConfig:
             raise ConfigError(f"batch_size={self.batch_size} must be at least 2")
         if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
             raise ConfigError(f"device={self.device!r} is unknown; allowed: auto, cpu, cuda[:N]")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(
+                f"precision={self.precision!r} is unknown; allowed: {', '.join(PRECISIONS)}"
+            )
 
     def to_dict(self) -> dict:
         return asdict(self)

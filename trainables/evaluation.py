@@ -42,10 +42,11 @@ class BlockFeatures:
 
     @classmethod
     def compute(
-        cls, model: DecoupledResNet, data: DataBundle, normalize: Normalize
+        cls, model: DecoupledResNet, data: DataBundle, normalize: Normalize,
+        bf16: bool | None = None,
     ) -> BlockFeatures:
         def feats(x):
-            return pooled_features(model, x, normalize, all_blocks=True)
+            return pooled_features(model, x, normalize, all_blocks=True, bf16=bf16)
 
         return cls(feats(data.train_x), feats(data.val_x), feats(data.test_x))
 

@@ -16,14 +16,16 @@ def pooled_features(
     normalize: Normalize,
     batch_size: int = 1024,
     all_blocks: bool = False,
+    bf16: bool | None = None,
 ) -> list[torch.Tensor]:
     """Global-average-pooled block outputs in eval mode, float32 on the images' device.
 
-    Returns ``[h^K]``, or ``[h^1, ..., h^K]`` with ``all_blocks``.
+    Returns ``[h^K]``, or ``[h^1, ..., h^K]`` with ``all_blocks``. ``bf16``: run the network
+    under bf16 autocast (default: on CUDA).
     """
     was_training = model.training
     model.eval()
-    amp = images.device.type == "cuda"
+    amp = images.device.type == "cuda" if bf16 is None else bf16
     parts: list[list[torch.Tensor]] = []
     try:
         for start in range(0, len(images), batch_size):

@@ -34,7 +34,7 @@ def final_report(
     say = log or (lambda _: None)
     data, model = trainer.data, trainer.model
     say(f"linear probes on {model.K} block(s), {linear_epochs} epochs each")
-    feats = BlockFeatures.compute(model, data, trainer.normalize)
+    feats = BlockFeatures.compute(model, data, trainer.normalize, bf16=trainer.bf16)
     probes = probe_blocks(feats, data, epochs=linear_epochs, seed=trainer.cfg.seed)
     spectra = block_spectra(feats.val)
     spec = data.spec

@@ -42,15 +42,16 @@ class Trainer:
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
         self.cuda = self.device.type == "cuda"
+        # bf16 autocast and channels_last go together: the tensor cores' fast path on CUDA.
+        self.bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and self.cuda)
         torch.manual_seed(cfg.seed)
         if data is None:
             data = load_data(cfg.dataset, cfg.data_dir, cfg.subset, cfg.download)
         self.data = data.to(self.device)
         spec = data.spec
         model = DecoupledResNet(cfg.arch, cfg.K, spec.channels, spec.stem, cfg.width)
-        memory_format = torch.channels_last if self.cuda else torch.contiguous_format
-        self.memory_format = memory_format
-        self.model = model.to(self.device, memory_format=memory_format)
+        self.memory_format = torch.channels_last if self.bf16 else torch.contiguous_format
+        self.model = model.to(self.device, memory_format=self.memory_format)
         self.augment = SimCLRAugment(
             (spec.size, spec.size), spec.channels, spec.mean, spec.std
         ).to(self.device)
@@ -67,7 +68,7 @@ class Trainer:
     # -- training ---------------------------------------------------------------------------
     def block_step(self, k: int, h: torch.Tensor) -> tuple[torch.Tensor, ContrastiveLoss]:
         """Block k's forward and local loss: ``h^k = f^k(StopGrad(h^{k-1}))``, ``g^k(h^k)``."""
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cuda):
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             h = self.model.blocks[k](h.detach())
             z = self.model.heads[k](h)
         cfg = self.cfg
@@ -133,8 +134,8 @@ class Trainer:
 
     def knn_val_accuracy(self) -> float:
         """kNN accuracy of the final representation: train-part bank, validation queries."""
-        bank, = pooled_features(self.model, self.data.train_x, self.normalize)
-        queries, = pooled_features(self.model, self.data.val_x, self.normalize)
+        bank, = pooled_features(self.model, self.data.train_x, self.normalize, bf16=self.bf16)
+        queries, = pooled_features(self.model, self.data.val_x, self.normalize, bf16=self.bf16)
         return knn_accuracy(
             bank, self.data.train_y, queries, self.data.val_y,
             k=self.cfg.knn_k, temperature=self.cfg.knn_temperature,
