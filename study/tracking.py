@@ -28,13 +28,15 @@ from trainables.tune_trainable import (
 
 
 class MlflowTracking(Callback):
+    """Creates, logs and closes each trial's MLflow run from Tune's callbacks in the driver."""
+
     def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, study: str,
                  setup: TrialSetup, params: dict):
         self.tracking_uri = tracking_uri
         self.experiment_id = experiment_id
         self.parent_run_id = parent_run_id
         self.study = study
-        self.setup_ = setup
+        self.trial_setup = setup
         self.params = params  # logged with every trial (budget, git commit, ...)
         self.runs: dict[str, str] = {}  # trial id -> MLflow run id
         self._client: MlflowClient | None = None
@@ -66,7 +68,7 @@ class MlflowTracking(Callback):
         return run_id
 
     def _create_run(self, trial) -> str:
-        cfg = trial_config(trial.config, self.setup_.base)
+        cfg = trial_config(trial.config, self.trial_setup.base)
         shown = {k: getattr(cfg, k) for k in ("threshold", "tau", "K", "seed")}
         name = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
                         for k, v in shown.items())
@@ -76,8 +78,9 @@ class MlflowTracking(Callback):
             tags={"mlflow.parentRunId": self.parent_run_id, "study": self.study,
                   "trial_id": trial.trial_id},
         )
-        params = {**cfg.to_dict(), **self.params, "linear_epochs": self.setup_.linear_epochs,
-                  "gpu_fraction": self.setup_.gpu_fraction, "cpus": self.setup_.cpus}
+        s = self.trial_setup
+        params = {**cfg.to_dict(), **self.params, "linear_epochs": s.linear_epochs,
+                  "gpu_fraction": s.gpu_fraction, "cpus": s.cpus}
         self.client.log_batch(run.info.run_id,
                               params=[Param(k, str(v)) for k, v in params.items()])
         return run.info.run_id
