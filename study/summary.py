@@ -4,6 +4,9 @@ registration, and the source of ``study.export``."""
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from study._cli import log
@@ -110,16 +113,33 @@ def register_best(store: Store, best: TrialRow, name: str) -> None:
                                 float(p["width"]))
         path = client.download_artifacts(best.run_id, ENCODER_FILE)
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        mlflow.set_tracking_uri(store.tracking_uri)
-        with mlflow.start_run(run_id=best.run_id):
+        with _fluent_tracking_uri(store.tracking_uri), mlflow.start_run(run_id=best.run_id):
             info = mlflow.pytorch.log_model(
                 model, name="encoder", serialization_format="pickle",
                 pip_requirements=["torch", "torchvision"],
             )
         client.set_tag(best.run_id, "model_uri", info.model_uri)
         best.model_uri = info.model_uri
-    version = mlflow.register_model(best.model_uri, name)
+    with _fluent_tracking_uri(store.tracking_uri):  # the registry follows the tracking URI
+        version = mlflow.register_model(best.model_uri, name)
     log(f"registered the best encoder as {version.name} version {version.version}")
+
+
+@contextmanager
+def _fluent_tracking_uri(uri: str) -> Iterator[None]:
+    """MLflow's fluent API on ``uri`` for one block, then as before.
+
+    ``mlflow.set_tracking_uri`` also exports ``MLFLOW_TRACKING_URI`` to the process; left set,
+    every later ``Store.at`` of this process (a second study, a test) would resolve to this store.
+    """
+    import mlflow
+
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(before)  # None unsets the variable again
 
 
 def _store_flag(store: Store) -> str:

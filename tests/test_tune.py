@@ -35,9 +35,12 @@ def _optuna_states(store: Store, study: str) -> list[str]:
 
 def test_study_tracks_every_trial_and_exports(ray_session, tmp_path):
     store = Store.at(tmp_path / "mlruns")
+    before = os.environ.get("MLFLOW_TRACKING_URI")
     code = main([*SMOKE, "--trials", "3", "--epochs", "2", "--gpus-per-trial", "0",
                  "--store", str(store.root), "--study-name", "s1"])
     assert code == 0
+    # Registering the encoder must not leave the process pointed at this store.
+    assert os.environ.get("MLFLOW_TRACKING_URI") == before
     client, parent, trials = _runs(store, "s1")
     assert len(parent) == 1 and parent[0].data.params["budget"] == "smoke"
     assert len(trials) == 3 and len({r.data.tags["trial_id"] for r in trials}) == 3
