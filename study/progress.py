@@ -51,7 +51,7 @@ class Progress(Callback):
             log(f"[{trial.trial_id}] stopped early at epoch {result.get('epoch')}")
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        log(f"[{trial.trial_id}] failed; see {trial.error_file}")
+        log(f"[{trial.trial_id}] failed; see {trial.error_file or 'the trial log under ray/'}")
 
     def on_trial_recover(self, iteration, trials, trial, **info):
         log(f"[{trial.trial_id}] failed; Ray retries it from its last checkpoint")
