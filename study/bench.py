@@ -176,7 +176,7 @@ def bench_subsample(device: torch.device, repeats: int, batch: int = 256) -> dic
     return {"eq1_seconds": plain, "eq5_seconds": masked, "overhead": masked / plain}
 
 
-def bench_tune(quick: bool, repeats: int) -> dict:
+def bench_tune(quick: bool, repeats: int, epochs: int | None = None) -> dict:
     """One small run called directly against the same run as a Ray Tune trial (its wall time
     inside the trial: per-epoch reports, checkpoints and the final report included).
 
@@ -188,7 +188,7 @@ def bench_tune(quick: bool, repeats: int) -> dict:
     from study.tune import _init_ray
     from study.tune import main as tune_main
 
-    epochs = 8 if quick else 20
+    epochs = epochs or (8 if quick else 20)
     linear_epochs = 30
     # Both sides start cold in a fresh process, with the same modules imported and the same
     # threads, and both write the run's report (arrays, plots, metrics.json) as `study.train

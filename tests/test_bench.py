@@ -1,10 +1,11 @@
 """The benchmark runs on a CPU and reports every figure by its documented name."""
 
 import json
+import statistics
 
 import pytest
 
-from study.bench import bench_subsample, main
+from study.bench import bench_subsample, bench_tune, main
 
 
 def test_subsample_overhead_is_measured():
@@ -25,3 +26,11 @@ def test_quick_bench_json(capsys):
     Ks = {(r["case"], r["K"]) for r in out["training"]}
     assert ("cifar10-resnet50", 16) in Ks and ("fmnist-resnet18", 8) in Ks
     assert all(r["peak_memory_bytes"] is None and 0 < r["mfu"] for r in out["training"])
+
+
+@pytest.mark.slow
+def test_tune_overhead_compares_alternating_runs(ray_session):
+    out = bench_tune(quick=True, repeats=2, epochs=1)
+    direct, trials = out["direct_seconds"], out["trial_seconds"]
+    assert len(direct) == len(trials) == 2 and min(direct + trials) > 0
+    assert out["overhead"] == pytest.approx(statistics.median(trials) / statistics.median(direct))
