@@ -239,8 +239,8 @@ def bench_tune(quick: bool, repeats: int, epochs: int | None = None) -> dict:
 
 
 def _seconds(values: list[float]) -> str:
-    return f"median {statistics.median(values):.1f} s of " + \
-        "/".join(f"{v:.1f}" for v in values)
+    samples = "/".join(f"{v:.1f}" for v in values)
+    return f"median {statistics.median(values):.1f} s of {samples}"
 
 
 _BENCH_SPACE = """

@@ -7,7 +7,7 @@ from __future__ import annotations
 from ray.tune import Callback
 from ray.tune.search.optuna import OptunaSearch
 
-from study._cli import log
+from study._cli import format_params, log
 from trainables.tune_trainable import FINAL, FINISHED, OBJECTIVE
 
 
@@ -31,10 +31,7 @@ class Progress(Callback):
         self.epochs = epochs
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        params = " ".join(
-            f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
-            for k, v in sorted(trial.config.items())
-        )
+        params = format_params(dict(sorted(trial.config.items())))
         line = (f"[{trial.trial_id}] epoch {result.get('epoch')}/{self.epochs} "
                 f"knn_val {result.get(OBJECTIVE, float('nan')):.4f}  {params}")
         final = result.get(FINAL, {})

@@ -106,21 +106,23 @@ def register_best(store: Store, best: TrialRow, name: str) -> None:
     from trainables.tune_trainable import ENCODER_FILE
 
     client = MlflowClient(store.tracking_uri)
-    if "model_uri" not in client.get_run(best.run_id).data.tags:
-        p = client.get_run(best.run_id).data.params
-        spec = dataset_spec(p["dataset"])
-        model = DecoupledResNet(p["arch"], int(p["K"]), spec.channels, spec.stem,
-                                float(p["width"]))
-        path = client.download_artifacts(best.run_id, ENCODER_FILE)
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        with _fluent_tracking_uri(store.tracking_uri), mlflow.start_run(run_id=best.run_id):
-            info = mlflow.pytorch.log_model(
-                model, name="encoder", serialization_format="pickle",
-                pip_requirements=["torch", "torchvision"],
-            )
-        client.set_tag(best.run_id, "model_uri", info.model_uri)
-        best.model_uri = info.model_uri
-    with _fluent_tracking_uri(store.tracking_uri):  # the registry follows the tracking URI
+    run = client.get_run(best.run_id)
+    # The registry follows the tracking URI, so registering is fluent too.
+    with _fluent_tracking_uri(store.tracking_uri):
+        if "model_uri" not in run.data.tags:
+            p = run.data.params
+            spec = dataset_spec(p["dataset"])
+            model = DecoupledResNet(p["arch"], int(p["K"]), spec.channels, spec.stem,
+                                    float(p["width"]))
+            path = client.download_artifacts(best.run_id, ENCODER_FILE)
+            model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+            with mlflow.start_run(run_id=best.run_id):
+                info = mlflow.pytorch.log_model(
+                    model, name="encoder", serialization_format="pickle",
+                    pip_requirements=["torch", "torchvision"],
+                )
+            client.set_tag(best.run_id, "model_uri", info.model_uri)
+            best.model_uri = info.model_uri
         version = mlflow.register_model(best.model_uri, name)
     log(f"registered the best encoder as {version.name} version {version.version}")
 

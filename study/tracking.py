@@ -16,6 +16,7 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
+from study._cli import format_params
 from trainables.tune_trainable import (
     ENCODER_FILE,
     FINAL,
@@ -70,11 +71,9 @@ class MlflowTracking(Callback):
     def _create_run(self, trial) -> str:
         cfg = trial_config(trial.config, self.trial_setup.base)
         shown = {k: getattr(cfg, k) for k in ("threshold", "tau", "K", "seed")}
-        name = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
-                        for k, v in shown.items())
         run = self.client.create_run(
             self.experiment_id,
-            run_name=f"{trial.trial_id} {name}",
+            run_name=f"{trial.trial_id} {format_params(shown)}",
             tags={"mlflow.parentRunId": self.parent_run_id, "study": self.study,
                   "trial_id": trial.trial_id},
         )

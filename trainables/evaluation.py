@@ -43,7 +43,7 @@ class BlockFeatures:
     @classmethod
     def compute(
         cls, model: DecoupledResNet, data: DataBundle, normalize: Normalize,
-        bf16: bool | None = None,
+        bf16: bool = False,
     ) -> BlockFeatures:
         def feats(x):
             return pooled_features(model, x, normalize, all_blocks=True, bf16=bf16)

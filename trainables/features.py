@@ -16,21 +16,20 @@ def pooled_features(
     normalize: Normalize,
     batch_size: int = 1024,
     all_blocks: bool = False,
-    bf16: bool | None = None,
+    bf16: bool = False,
 ) -> list[torch.Tensor]:
     """Global-average-pooled block outputs in eval mode, float32 on the images' device.
 
     Returns ``[h^K]``, or ``[h^1, ..., h^K]`` with ``all_blocks``. ``bf16``: run the network
-    under bf16 autocast (default: on CUDA).
+    under bf16 autocast (``Trainer.bf16`` says when).
     """
     was_training = model.training
     model.eval()
-    amp = images.device.type == "cuda" if bf16 is None else bf16
     parts: list[list[torch.Tensor]] = []
     try:
         for start in range(0, len(images), batch_size):
             x = normalize(images[start:start + batch_size])
-            with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=amp):
+            with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=bf16):
                 hs = model.block_outputs(x) if all_blocks else [model(x)]
             parts.append([F.adaptive_avg_pool2d(h, 1).flatten(1).float() for h in hs])
     finally:

@@ -73,13 +73,13 @@ def run_trial(config: dict, setup: dict) -> None:
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
-            trainer = Trainer.from_checkpoint(Path(d) / CHECKPOINT_FILE)
             final = Path(d) / FINAL_FILE
             if final.exists():
                 # Restored from its last checkpoint (the driver stopped before taking the
-                # result in): report the finished result again, without training.
+                # result in): report the finished result again, without loading anything.
                 tune.report(json.loads(final.read_text()))
                 return
+            trainer = Trainer.from_checkpoint(Path(d) / CHECKPOINT_FILE)
     else:
         trainer = Trainer(cfg)
 
