@@ -131,7 +131,7 @@ def _steps(trainer: Trainer, batches: list[torch.Tensor]) -> Callable[[], None]:
 
 
 def bench_augment(device: torch.device, repeats: int, n: int) -> dict:
-    """Batched per-sample kornia views on the device against torchvision's per-image PIL."""
+    """Batched per-image views on the device against torchvision's per-image PIL."""
     from PIL import Image
     from torchvision.transforms import v2
 

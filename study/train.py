@@ -124,7 +124,8 @@ def summary(m: dict) -> str:
         return " ".join(f"{v:.3f}" for v in values)
 
     memory = "not measured (CPU)" if m["peak_memory_bytes"] is None else (
-        f"{m['peak_memory_bytes'] / 2**30:.2f} GiB"
+        f"{m['peak_memory_bytes'] / 2**30:.2f} GiB "
+        f"(training steps {m['peak_step_memory_bytes'] / 2**30:.2f} GiB)"
     )
     return (
         f"linear eval: train {m['linear_train_acc']:.4f}  val {m['linear_val_acc']:.4f}  "

@@ -8,6 +8,7 @@ interrupted study continues with ``--resume``; every finished trial and epoch is
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -161,7 +162,8 @@ def _resources(gpus: float | None, cpus: float | None, concurrency: int) -> tupl
     total = ray.cluster_resources()
     n_gpus, n_cpus = total.get("GPU", 0.0), total.get("CPU", 1.0)
     if gpus is None:
-        gpus = min(1.0, n_gpus / concurrency) if n_gpus else 0.0
+        # As many trials on each GPU as concurrency needs: 2 GPUs, 3 at once -> 1/2 each.
+        gpus = 1.0 / math.ceil(concurrency / n_gpus) if n_gpus else 0.0
     if cpus is None:
         cpus = max(0.5, min(4.0, n_cpus / concurrency))
     if gpus > 0 and n_gpus < gpus:
@@ -236,6 +238,8 @@ def _trial_setup(store: Store, plan: Plan, space: SearchSpace) -> TrialSetup:
         K=t.K, threshold=t.threshold, subsample=t.subsample, tau=t.tau, lr=t.lr,
         weight_decay=t.weight_decay, batch_size=t.batch_size, epochs=plan.epochs,
         subset=budget.subset, data_dir=plan.data_dir, seed=plan.seed,
+        # A trial with no GPU share trains on the CPU: Ray does not hide the GPUs from it.
+        device="auto" if plan.gpus_per_trial else "cpu",
     )
     fail_at = os.environ.get(FAIL_ONCE_ENV)
     return TrialSetup(

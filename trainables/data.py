@@ -51,11 +51,16 @@ class DataBundle:
     test_y: torch.Tensor
 
     def to(self, device: torch.device | str) -> DataBundle:
-        moved = {
-            f.name: getattr(self, f.name).to(device)
-            for f in fields(self)
-            if isinstance(getattr(self, f.name), torch.Tensor)
-        }
+        """The bundle on ``device``; tensors that are one tensor here stay one tensor there
+        (``pretrain`` is ``train_x`` for every data set without extra unlabeled images)."""
+        copies: dict[int, torch.Tensor] = {}
+        moved = {}
+        for f in fields(self):
+            t = getattr(self, f.name)
+            if isinstance(t, torch.Tensor):
+                if id(t) not in copies:
+                    copies[id(t)] = t.to(device)
+                moved[f.name] = copies[id(t)]
         return replace(self, **moved)
 
 

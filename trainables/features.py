@@ -30,8 +30,11 @@ def pooled_features(
         for start in range(0, len(images), batch_size):
             x = normalize(images[start:start + batch_size])
             with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=bf16):
-                hs = model.block_outputs(x) if all_blocks else [model(x)]
-            parts.append([F.adaptive_avg_pool2d(h, 1).flatten(1).float() for h in hs])
+                if all_blocks:
+                    hs = model.block_outputs(x, pool=True)
+                else:
+                    hs = [model(x).mean(dim=(2, 3))]
+            parts.append([h.float() for h in hs])
     finally:
         model.train(was_training)
     return [torch.cat(per_block) for per_block in zip(*parts)]

@@ -185,12 +185,13 @@ class DecoupledResNet(nn.Module):
             x = block(x)
         return x
 
-    def block_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Every h^k, k = 1..K (for probes and spectra)."""
+    def block_outputs(self, x: torch.Tensor, pool: bool = False) -> list[torch.Tensor]:
+        """Every h^k, k = 1..K (for probes and spectra); with ``pool`` each is global-average
+        pooled to [B, C_k] as soon as it is made, so only one feature map is held at a time."""
         outs = []
         for block in self.blocks:
             x = block(x)
-            outs.append(x)
+            outs.append(x.mean(dim=(2, 3)) if pool else x)
         return outs
 
 

@@ -39,7 +39,6 @@ def final_report(
     spectra = block_spectra(feats.val)
     spec = data.spec
     costs = block_costs(model, (spec.channels, spec.size, spec.size))
-    peaks = [r["peak_memory_bytes"] for r in trainer.history if r.get("peak_memory_bytes")]
     metrics = {
         "linear_train_acc": probes[-1].train_acc,
         "linear_val_acc": probes[-1].val_acc,
@@ -48,12 +47,19 @@ def final_report(
         "probe_test_acc": [p.test_acc for p in probes],
         "effective_rank": [effective_rank(s) for s in spectra],
         "max_block_macs": max_block_macs(costs),
-        "peak_memory_bytes": max(peaks) if peaks else None,  # measured on CUDA only
+        # Measured on CUDA only: the total, and the training steps' own part of it.
+        "peak_memory_bytes": _peak(trainer.history, "peak_memory_bytes"),
+        "peak_step_memory_bytes": _peak(trainer.history, "peak_step_memory_bytes"),
     }
     if out_dir is not None:
         write_report(Path(out_dir), trainer, metrics, spectra)
         say(f"wrote arrays, plots and metrics.json to {out_dir}")
     return metrics, spectra
+
+
+def _peak(history: list[dict], key: str) -> int | None:
+    values = [r[key] for r in history if r.get(key) is not None]
+    return max(values) if values else None
 
 
 def write_report(out: Path, trainer: Trainer, metrics: dict, spectra: list[np.ndarray]) -> None:

@@ -23,7 +23,7 @@ from ray import tune
 
 from trainables.config import TrainConfig
 from trainables.report import final_report
-from trainables.train import Trainer
+from trainables.train import Trainer, resolve_device
 
 OBJECTIVE = "knn_val_acc"
 FINISHED = "trial_finished"
@@ -32,6 +32,7 @@ FINAL = "final"  # the result key holding the final evaluation's scalars (last e
 WORST = 0.0  # what a diverged trial reports: finite, never NaN (Optuna would hang on NaN)
 CHECKPOINT_FILE, FINAL_FILE, REPORT_DIR = "trainer.pt", "final.json", "report"
 ENCODER_FILE = "encoder_state_dict.pt"
+CUDA_CONTEXT_BYTES = 1 << 30  # a CUDA context plus cuDNN / cuBLAS workspaces, per process
 
 
 @dataclass
@@ -50,6 +51,17 @@ class TrialSetup:
         return asdict(self)
 
 
+def memory_fraction(share: float, total_bytes: int) -> float:
+    """The caching allocator's cap for a trial holding ``share`` of a GPU of ``total_bytes``.
+
+    The cap does not count the process's CUDA context and library workspaces, so shares that add
+    up to 1 would overfill the GPU: each trial leaves ``CUDA_CONTEXT_BYTES`` of its share free
+    (at most half of it).
+    """
+    share = min(1.0, share)
+    return max(share / 2, share - CUDA_CONTEXT_BYTES / total_bytes)
+
+
 def trial_config(config: dict, base: dict) -> TrainConfig:
     """The TrainConfig of a trial: the study's base, overridden by what the trial sampled.
 
@@ -64,10 +76,13 @@ def run_trial(config: dict, setup: dict) -> None:
     s = TrialSetup(**setup)
     started = time.time()
     torch.set_num_threads(max(1, int(s.cpus)))
-    if s.gpu_fraction and torch.cuda.is_available():
-        # Fractional GPUs are only labels to Ray: cap this trial's memory to its share.
-        torch.cuda.set_per_process_memory_fraction(min(1.0, s.gpu_fraction))
     cfg = trial_config(config, s.base)
+    device = resolve_device(cfg.device)
+    if device.type == "cuda" and 0 < s.gpu_fraction < 1:
+        # Fractional GPUs are only labels to Ray: cap this trial's memory to its share.
+        total = torch.cuda.get_device_properties(device).total_memory
+        torch.cuda.set_per_process_memory_fraction(memory_fraction(s.gpu_fraction, total),
+                                                   device)
     trial_id = tune.get_context().get_trial_id()
 
     checkpoint = tune.get_checkpoint()
@@ -115,8 +130,9 @@ def epoch_metrics(record: dict) -> dict[str, float]:
     Non-finite values are left out, never replaced: the trial's ``diverged`` flag says why.
     """
     out = {k: float(record[k]) for k in ("knn_val_acc", "images_per_s", "epoch_seconds")}
-    if record.get("peak_memory_bytes") is not None:
-        out["peak_memory_bytes"] = float(record["peak_memory_bytes"])
+    for key in ("peak_memory_bytes", "peak_step_memory_bytes"):  # CUDA only
+        if record.get(key) is not None:
+            out[key] = float(record[key])
     for key in ("loss", "kept_pos", "kept_neg"):
         out.update({f"{key}_block{k + 1}": float(v) for k, v in enumerate(record[key])})
     return {k: v for k, v in out.items() if math.isfinite(v)}
