@@ -22,6 +22,8 @@ import torch
 from study._cli import log, parser, print_json, run
 from trainables.config import TrainConfig
 from trainables.data import SPECS, DataBundle
+from trainables.evaluation import LINEAR_EPOCHS, linear_probes
+from trainables.features import pooled_features
 from trainables.losses import contrastive_loss
 from trainables.train import Trainer, resolve_device
 
@@ -33,11 +35,13 @@ class Case:
     arch: str
     Ks: tuple[int, ...]
     train_images: int  # a real epoch's pre-training images (train split minus validation)
+    val_images: int  # the validation split: the kNN monitor's queries
+    test_images: int
 
 
 CASES = (
-    Case("cifar10-resnet50", "cifar10", "resnet50", (1, 4, 8, 16), 45_000),
-    Case("fmnist-resnet18", "fmnist", "resnet18", (1, 2, 4, 8), 54_000),
+    Case("cifar10-resnet50", "cifar10", "resnet50", (1, 4, 8, 16), 45_000, 5_000, 10_000),
+    Case("fmnist-resnet18", "fmnist", "resnet18", (1, 2, 4, 8), 54_000, 6_000, 10_000),
 )
 
 
@@ -90,6 +94,8 @@ def step_flops(trainer: Trainer, batch: torch.Tensor) -> int:
 
 def bench_training(case: Case, device: torch.device, quick: bool, repeats: int,
                    peak: float) -> list[dict]:
+    """Per K: training speed, MFU and peak memory, the kNN monitor's and the final evaluation's
+    time, each at the real data set's size (measured per image or per epoch, times the count)."""
     batch = 32 if quick else 256
     width = 0.125 if quick else 1.0
     steps = 2 if quick else 10
@@ -101,23 +107,64 @@ def bench_training(case: Case, device: torch.device, quick: bool, repeats: int,
         trainer = Trainer(cfg, data)
         batches = [data.pretrain[i * batch:(i + 1) * batch] for i in range(steps)]
         run_steps = _steps(trainer, batches)
+        run_steps()  # warm-up first, so that cuDNN's autotuning workspaces miss the peak
+        _sync(device)
+        resident = 0
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        seconds = timed(run_steps, device, repeats) / steps
+            resident = torch.cuda.memory_allocated(device)
+        seconds = timed(run_steps, device, repeats, warmup=0) / steps
         memory = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
         flops = step_flops(trainer, batches[0])
         images_per_s = 2 * batch / seconds  # two views count as two
+        epoch_seconds = case.train_images / batch * seconds
+        # The monitor: one forward pass over the train part and the validation split.
+        per_image = timed(_monitor_pass(trainer), device, repeats) / len(data.train_x)
+        monitor = per_image * (case.train_images + case.val_images)
+        linear = bench_linear_eval(trainer.model.channels, case, device, quick)
+        features = per_image * (case.train_images + case.val_images + case.test_images)
         rows.append({
             "case": case.name, "K": K, "batch": batch, "width": width,
             "step_seconds": seconds, "images_per_s": images_per_s,
-            "epoch_seconds": case.train_images / batch * seconds,
+            "epoch_seconds": epoch_seconds,
+            "monitor_seconds": monitor,
+            "epoch_with_monitor_seconds": epoch_seconds + monitor,
+            "linear_eval_seconds": linear,
+            "evaluation_seconds": features + linear,
+            "evaluation_over_epoch": (features + linear) / epoch_seconds,
             "step_flops": flops, "mfu": flops / seconds / peak,
             "peak_memory_bytes": memory,
+            "peak_step_memory_bytes": None if memory is None else memory - resident,
         })
-        log(f"  {case.name} K={K:<2} {images_per_s:9.0f} img/s  "
-            f"{rows[-1]['epoch_seconds']:8.1f} s/epoch  MFU {rows[-1]['mfu']:.3f}"
-            + (f"  peak {memory / 2**30:.2f} GiB" if memory else ""))
+        log(f"  {case.name} K={K:<2} {images_per_s:9.0f} img/s  {epoch_seconds:8.1f} s/epoch "
+            f"(+{monitor:.1f} s monitor)  MFU {rows[-1]['mfu']:.3f}  evaluation "
+            f"{features + linear:.1f} s"
+            + (f"  peak {memory / 2**30:.2f} GiB (steps {(memory - resident) / 2**30:.2f})"
+               if memory else ""))
     return rows
+
+
+def _monitor_pass(trainer: Trainer) -> Callable[[], object]:
+    """The kNN monitor's forward pass over the bundle's train part (pooled final features)."""
+    return lambda: pooled_features(trainer.model, trainer.data.train_x, trainer.normalize,
+                                   bf16=trainer.bf16)
+
+
+def bench_linear_eval(channels: list[int], case: Case, device: torch.device,
+                      quick: bool) -> float:
+    """Seconds of a run's linear evaluation and K probes (``LINEAR_EPOCHS`` epochs) on features
+    of the real sizes: the measured time of an epoch times the epochs."""
+    g = torch.Generator(device=device).manual_seed(0)
+    n, classes = case.train_images, SPECS[case.dataset].num_classes
+    train = [torch.randn(n, c, device=device, generator=g) for c in channels]
+    y = torch.randint(0, classes, (n,), device=device, generator=g)
+    held = [x[:64] for x in train]
+    epochs = 1 if quick else 2
+
+    def fit():
+        linear_probes(train, y, held, y[:64], held, y[:64], classes, epochs=epochs)
+
+    return timed(fit, device, repeats=1) / epochs * LINEAR_EPOCHS
 
 
 def _steps(trainer: Trainer, batches: list[torch.Tensor]) -> Callable[[], None]:
@@ -256,34 +303,59 @@ budgets:
 """
 
 
-def bench_packing(device: torch.device, quick: bool, repeats: int) -> dict | None:
-    """Aggregate images/s of 4 training processes on one GPU over 1 process alone."""
+def bench_packing(device: torch.device, quick: bool) -> dict | None:
+    """Aggregate images/s of 4 training processes sharing one GPU over 1 process alone.
+
+    Every worker builds and warms up its trainer, waits at a barrier, then trains for the same
+    fixed window; the aggregate is all images over the common wall time (first start to last
+    end), so slow start-ups and unequal windows cannot flatter it."""
     if device.type != "cuda":
         return None
+    window = 3.0 if quick else 10.0
+    alone = packed_images_per_s(1, str(device), window, quick)
+    packed = packed_images_per_s(4, str(device), window, quick)
+    log(f"  packing: 1 process {alone:.0f} img/s, 4 processes {packed:.0f} img/s together")
+    return {"one_images_per_s": alone, "four_images_per_s": packed, "ratio": packed / alone,
+            "window_seconds": window}
+
+
+def packed_images_per_s(n_procs: int, device: str, window: float, quick: bool) -> float:
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")
+    barrier, results = ctx.Barrier(n_procs), ctx.Queue()
+    procs = [ctx.Process(target=_packing_worker, args=(device, window, quick, barrier, results))
+             for _ in range(n_procs)]
+    for p in procs:
+        p.start()
+    spans = [results.get(timeout=600) for _ in procs]
+    for p in procs:
+        p.join()
+    images = sum(n for n, _, _ in spans)
+    wall = max(end for _, _, end in spans) - min(start for _, start, _ in spans)
+    return images / wall
 
-    def aggregate(n_procs: int) -> float:
-        with ctx.Pool(n_procs) as pool:
-            return sum(pool.map(_packing_worker, [(quick, repeats)] * n_procs))
 
-    alone = aggregate(1)
-    packed = aggregate(4)
-    log(f"  packing: 1 process {alone:.0f} img/s, 4 processes {packed:.0f} img/s together")
-    return {"one_images_per_s": alone, "four_images_per_s": packed, "ratio": packed / alone}
-
-
-def _packing_worker(args) -> float:
-    quick, repeats = args
-    device = torch.device("cuda")
-    batch = 256
-    data = synthetic_bundle("fmnist", batch * 4, device)
+def _packing_worker(device: str, window: float, quick: bool, barrier, results) -> None:
+    """Train until ``window`` seconds after the barrier; report (images, start, end)."""
+    dev = torch.device(device)
+    batch = 32 if quick and dev.type == "cpu" else 256
+    data = synthetic_bundle("fmnist", batch * 4, dev)
     cfg = TrainConfig(dataset="fmnist", arch="resnet18", K=4, threshold=0.0, batch_size=batch,
-                      device="cuda", epochs=1, width=0.25 if quick else 1.0)
+                      device=device, epochs=1, width=0.25 if quick else 1.0)
+    trainer = Trainer(cfg, data)
     batches = [data.pretrain[i * batch:(i + 1) * batch] for i in range(4)]
-    seconds = timed(_steps(Trainer(cfg, data), batches), device, repeats, warmup=2)
-    return 2 * batch * len(batches) / seconds
+    for b in batches:  # warm-up
+        trainer.train_step(b)
+    _sync(dev)
+    barrier.wait()
+    start = time.time()
+    steps = 0
+    while time.time() - start < window:
+        trainer.train_step(batches[steps % len(batches)])
+        steps += 1
+    _sync(dev)
+    results.put((2 * batch * steps, start, time.time()))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -315,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
         "training": training,
         "augment": bench_augment(device, repeats, 256),
         "subsample": bench_subsample(device, repeats * 20),
-        "packing": bench_packing(device, args.quick, repeats),
+        "packing": bench_packing(device, args.quick),
     }
     result["augment_speedup"] = result["augment"]["speedup"]
     result["subsample_overhead"] = result["subsample"]["overhead"]
@@ -331,6 +403,8 @@ def main(argv: list[str] | None = None) -> int:
         if k1["peak_memory_bytes"]:
             result[f"{case.name}_memory_Kmax_over_K1"] = (
                 kmax["peak_memory_bytes"] / k1["peak_memory_bytes"])
+            result[f"{case.name}_step_memory_Kmax_over_K1"] = (
+                kmax["peak_step_memory_bytes"] / k1["peak_step_memory_bytes"])
     tune_overhead = result["tune_overhead"]
     log(f"augment_speedup {result['augment_speedup']:.2f}  "
         f"subsample_overhead {result['subsample_overhead']:.3f}  tune_overhead "

@@ -110,6 +110,7 @@ def linear_probes(
     groups: dict[int, list[int]] = {}  # feature width -> the probes of that width
     for k, x in enumerate(train_x):
         groups.setdefault(x.shape[1], []).append(k)
+    slot = {k: (gi, j) for gi, ks in enumerate(groups.values()) for j, k in enumerate(ks)}
     stacks = [torch.stack([prep(k, train_x[k]) for k in ks]) for ks in groups.values()]
     weights = [torch.zeros(len(ks), d, num_classes, device=device, requires_grad=True)
                for d, ks in groups.items()]
@@ -137,10 +138,11 @@ def linear_probes(
 
     @torch.no_grad()
     def accuracy(k: int, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        gi = list(groups).index(x.shape[1])
-        j = groups[x.shape[1]].index(k)
+        if not len(y):
+            return torch.full((), math.nan, device=device)
+        gi, j = slot[k]
         logits = prep(k, x) @ weights[gi][j] + biases[gi][j]
-        return (logits.argmax(1) == y).float().mean() if len(y) else torch.full((), math.nan, device=device)
+        return (logits.argmax(1) == y).float().mean()
 
     accs = torch.stack([
         torch.stack([accuracy(k, *split) for split in ((x_tr, train_y), (x_va, val_y),
