@@ -319,25 +319,36 @@ def bench_packing(device: torch.device, quick: bool) -> dict | None:
             "window_seconds": window}
 
 
-def packed_images_per_s(n_procs: int, device: str, window: float, quick: bool) -> float:
+def packed_images_per_s(n_procs: int, device: str, window: float, quick: bool,
+                        stagger: float = 0.0) -> float:
+    """``n_procs`` training processes on ``device`` over a common window (``common_rate``).
+    ``stagger``: worker i sleeps i * stagger seconds before its set-up (to test the barrier)."""
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")
     barrier, results = ctx.Barrier(n_procs), ctx.Queue()
-    procs = [ctx.Process(target=_packing_worker, args=(device, window, quick, barrier, results))
-             for _ in range(n_procs)]
+    procs = [ctx.Process(target=_packing_worker,
+                         args=(device, window, quick, barrier, results, i * stagger))
+             for i in range(n_procs)]
     for p in procs:
         p.start()
     spans = [results.get(timeout=600) for _ in procs]
     for p in procs:
         p.join()
+    return common_rate(spans)
+
+
+def common_rate(spans: list[tuple[int, float, float]]) -> float:
+    """Images per second of workers that each report (images, start, end): all the images over
+    the wall time from the first start to the last end."""
     images = sum(n for n, _, _ in spans)
-    wall = max(end for _, _, end in spans) - min(start for _, start, _ in spans)
-    return images / wall
+    return images / (max(end for _, _, end in spans) - min(start for _, start, _ in spans))
 
 
-def _packing_worker(device: str, window: float, quick: bool, barrier, results) -> None:
+def _packing_worker(device: str, window: float, quick: bool, barrier, results,
+                    delay: float) -> None:
     """Train until ``window`` seconds after the barrier; report (images, start, end)."""
+    time.sleep(delay)
     dev = torch.device(device)
     batch = 32 if quick and dev.type == "cpu" else 256
     data = synthetic_bundle("fmnist", batch * 4, dev)
@@ -380,6 +391,7 @@ def main(argv: list[str] | None = None) -> int:
         training += bench_training(case, device, args.quick, repeats, peak)
     result = {
         "device": name,
+        "device_type": device.type,
         "quick": args.quick,
         "date": time.strftime("%Y-%m-%d"),
         "torch": torch.__version__,

@@ -5,7 +5,7 @@ import statistics
 
 import pytest
 
-from study.bench import bench_subsample, bench_tune, main
+from study.bench import bench_subsample, bench_tune, common_rate, main
 
 
 def test_subsample_overhead_is_measured():
@@ -25,7 +25,35 @@ def test_quick_bench_json(capsys):
     assert out["packing"] is None  # CUDA only
     Ks = {(r["case"], r["K"]) for r in out["training"]}
     assert ("cifar10-resnet50", 16) in Ks and ("fmnist-resnet18", 8) in Ks
-    assert all(r["peak_memory_bytes"] is None and 0 < r["mfu"] for r in out["training"])
+    cuda = out["device_type"] == "cuda"
+    for r in out["training"]:
+        assert 0 < r["mfu"] and r["monitor_seconds"] > 0 and r["linear_eval_seconds"] > 0
+        assert r["evaluation_over_epoch"] == pytest.approx(
+            r["evaluation_seconds"] / r["epoch_seconds"])
+        # Memory is measured on CUDA only, never estimated; the steps' part is below the total.
+        assert (r["peak_memory_bytes"] is None) == (not cuda)
+        if cuda:
+            assert 0 < r["peak_step_memory_bytes"] < r["peak_memory_bytes"]
+
+
+def test_packing_counts_the_common_wall_time():
+    """Two workers of 100 images each, one second apiece but five seconds apart: together they
+    made 200 images in six seconds, not 200 in one."""
+    assert common_rate([(100, 0.0, 1.0), (100, 5.0, 6.0)]) == pytest.approx(200 / 6)
+    assert common_rate([(100, 0.0, 1.0), (100, 0.0, 1.0)]) == pytest.approx(200)
+
+
+@pytest.mark.slow
+def test_packed_workers_start_together_after_the_barrier(monkeypatch):
+    import study.bench as bench
+
+    spans = []
+    monkeypatch.setattr(bench, "common_rate", lambda s: spans.extend(s) or 0.0)
+    bench.packed_images_per_s(2, "cpu", window=0.5, quick=True, stagger=1.5)
+    starts = [start for _, start, _ in spans]
+    assert len(spans) == 2 and all(n > 0 for n, _, _ in spans)
+    assert max(starts) - min(starts) < 0.5  # one barrier, though one set-up took 1.5 s longer
+    assert all(end - start >= 0.5 for _, start, end in spans)
 
 
 @pytest.mark.slow

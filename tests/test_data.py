@@ -130,3 +130,13 @@ def _assert_split_is_a_partition(data, train_images, train_labels):
     assert rows == source
     assert len(data.train_x) + len(data.val_x) == len(train_images)
     assert sorted(torch.cat([data.train_y, data.val_y]).tolist()) == sorted(train_labels.tolist())
+
+
+def test_tensors_shared_on_the_host_stay_shared_on_the_device():
+    """Without extra unlabeled images (all but STL-10) pretrain is the train part: one copy on
+    the device, not two."""
+    data = load_data("digits")
+    assert data.pretrain is data.train_x
+    moved = data.to("meta")
+    assert moved.pretrain.device.type == "meta" and moved.pretrain is moved.train_x
+    assert moved.val_x is not moved.train_x

@@ -9,7 +9,10 @@ import pytest
 import torch
 
 from trainables.config import TrainConfig
-from trainables.evaluation import effective_rank, linear_eval, spectrum
+from trainables.augment import Normalize
+from trainables.evaluation import effective_rank, linear_eval, linear_probes, spectrum
+from trainables.features import pooled_features
+from trainables.models import DecoupledResNet
 from trainables.report import final_report
 from trainables.toy import AUGMENTED, ToyConfig, train_toy
 from trainables.train import Trainer
@@ -29,6 +32,60 @@ def _blobs(n, d=20, classes=4, seed=0, shuffle_labels=False):
 def test_linear_eval_separates_separable_features():
     res = linear_eval(_blobs(400), _blobs(100, seed=1), _blobs(100, seed=2), 4, epochs=30)
     assert res.train_acc > 0.98 and res.val_acc > 0.98 and res.test_acc > 0.98
+
+
+def _naive_linear_eval(x_train, y_train, x_test, y_test, classes, epochs, seed):
+    """One probe alone, straight from the protocol: standardise with the train part's
+    statistics, a zero-initialised nn.Linear, Adam, minibatches of 256 in a seeded order."""
+    mean, std = x_train.mean(0), x_train.std(0).clamp_min(1e-6)
+    clf = torch.nn.Linear(x_train.shape[1], classes)
+    torch.nn.init.zeros_(clf.weight)
+    torch.nn.init.zeros_(clf.bias)
+    opt = torch.optim.Adam(clf.parameters(), lr=1e-3, weight_decay=1e-6)
+    g = torch.Generator().manual_seed(seed)
+    xt = (x_train - mean) / std
+    for _ in range(epochs):
+        perm = torch.randperm(len(xt), generator=g)
+        for start in range(0, len(xt), 256):
+            idx = perm[start:start + 256]
+            loss = torch.nn.functional.cross_entropy(clf(xt[idx]), y_train[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    with torch.no_grad():
+        return [float((clf((x - mean) / std).argmax(1) == y).float().mean())
+                for x, y in ((x_train, y_train), (x_test, y_test))]
+
+
+def test_probes_trained_together_end_as_if_trained_alone():
+    """Widths 6, 6, 9: two probes share a batched matmul, one is alone; noisy, overlapping
+    classes so that the accuracies are far from 0 and 1 and any difference would show."""
+    g = torch.Generator().manual_seed(5)
+    y = torch.randint(0, 5, (700,), generator=g)
+    feats = [torch.randn(700, d, generator=g) + 0.4 * torch.nn.functional.one_hot(y, 5)
+             .float().repeat(1, 2)[:, :d] * (k + 1) for k, d in enumerate((6, 6, 9))]
+    train = [f[:600] for f in feats]
+    test = [f[600:] for f in feats]
+    together = linear_probes(train, y[:600], test, y[600:], test, y[600:], 5, epochs=4,
+                             seed=3)
+    for k in range(3):
+        alone = _naive_linear_eval(train[k], y[:600], test[k], y[600:], 5, epochs=4, seed=3)
+        assert [together[k].train_acc, together[k].test_acc] == pytest.approx(alone, abs=1e-9)
+    accs = [r.train_acc for r in together]
+    assert len(set(accs)) == 3 and all(0.3 < a < 0.95 for a in accs)
+
+
+def test_pooling_inside_the_loop_gives_the_pooled_block_outputs():
+    torch.manual_seed(0)
+    model = DecoupledResNet("resnet18", 4, 1, "small", 0.125).eval()
+    x = torch.randn(6, 1, 8, 8)
+    with torch.no_grad():
+        full = model.block_outputs(x)
+        pooled = model.block_outputs(x, pool=True)
+        feats = pooled_features(model, x, Normalize((0.0,), (1.0,)), all_blocks=True)
+    for h, p, f in zip(full, pooled, feats):
+        torch.testing.assert_close(p, h.mean(dim=(2, 3)))
+        torch.testing.assert_close(f, h.mean(dim=(2, 3)))
 
 
 def test_linear_eval_is_at_chance_on_shuffled_labels():
@@ -64,7 +121,8 @@ def test_report_has_one_value_per_block_and_writes_files(tmp_path):
     for key in ("probe_val_acc", "probe_test_acc", "effective_rank"):
         assert len(metrics[key]) == 4
     assert metrics["linear_val_acc"] == metrics["probe_val_acc"][-1]
-    assert metrics["peak_memory_bytes"] is None  # a CPU: not measured, never estimated
+    # Measured on CUDA only, never estimated.
+    assert (metrics["peak_memory_bytes"] is None) == (trainer.device.type != "cuda")
     assert [len(s) for s in spectra] == trainer.model.channels
     assert sorted(p.name for p in (tmp_path / "spectra").iterdir()) == [
         "block_1.npy", "block_2.npy", "block_3.npy", "block_4.npy", "spectra.png"

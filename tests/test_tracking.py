@@ -156,3 +156,56 @@ def test_a_resumed_study_finds_each_trials_run_again(trial, tmp_path):
     client = MlflowClient(store.tracking_uri)
     steps = [m.step for m in client.get_metric_history(tracking.runs["t1"], "knn_val_acc")]
     assert sorted(steps) == [1, 2]
+
+
+def test_each_trial_of_a_shared_gpu_leaves_room_for_its_cuda_context():
+    total = 80 * 2**30
+    share = tt.memory_fraction(0.25, total)
+    assert share < 0.25
+    assert 4 * (share * total + tt.CUDA_CONTEXT_BYTES) <= total
+    assert tt.memory_fraction(0.5, 2 * 2**30) == 0.25  # a small GPU: at most half given up
+
+
+@pytest.mark.parametrize(
+    "device,share,expected",
+    [("cuda:1", 0.25, [(tt.memory_fraction(0.25, 40 * 2**30), "cuda:1")]),
+     ("cuda:0", 1.0, []),  # a whole GPU: no cap
+     ("cpu", 0.25, [])],  # a trial on the CPU opens no CUDA context
+)
+def test_the_memory_cap_reaches_cuda_only_for_a_share_of_a_gpu(monkeypatch, device, share,
+                                                               expected):
+    """What a CPU can check: the fraction computed and passed. That the cap holds (an
+    allocation past it raises) only a GPU shows."""
+    import torch
+
+    calls = []
+    monkeypatch.setattr(torch.cuda, "get_device_properties",
+                        lambda d: type("Props", (), {"total_memory": 40 * 2**30}))
+    monkeypatch.setattr(torch.cuda, "set_per_process_memory_fraction",
+                        lambda f, d: calls.append((f, str(d))))
+    tt.cap_gpu_memory(torch.device(device), share)
+    assert calls == expected
+
+
+def test_a_trial_with_no_gpu_share_trains_on_the_cpu(tmp_path, monkeypatch):
+    """Ray leaves every GPU visible to a 0-GPU trial: the study puts it on the CPU itself."""
+    import ray
+
+    from study.space import load_space, space_path
+    from study.tune import Plan, _resources, _trial_setup
+
+    space = load_space(space_path("digits"))
+    store = Store.at(tmp_path / "mlruns")
+    plan = Plan(study="s", dataset="digits", space_file=str(space.source), budget="smoke",
+                trials=2, epochs=1, concurrency=3, gpus_per_trial=0.0, cpus_per_trial=1.0,
+                data_dir=str(tmp_path), seed=0)
+    assert _trial_setup(store, plan, space).base["device"] == "cpu"
+    plan.gpus_per_trial = 0.5
+    assert _trial_setup(store, plan, space).base["device"] == "auto"
+    # The default share packs as many trials on each GPU as the concurrency needs.
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"GPU": 2.0, "CPU": 16.0})
+    assert _resources(None, None, concurrency=3) == (0.5, 4.0)
+    assert _resources(None, None, concurrency=2)[0] == 1.0
+    assert _resources(None, None, concurrency=8)[0] == 0.25
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 2.0})
+    assert _resources(None, None, concurrency=3) == (0.0, 2 / 3)

@@ -10,13 +10,15 @@ ops. Nothing reads a value back to the host, so on a GPU the augmentation never 
 training step (kornia's ops did, about 16 times per step). Each op follows torchvision's
 definition (``RandomResizedCrop``'s ten tries and fallback, bilinear resizing of the integer box,
 ``adjust_brightness`` / ``contrast`` / ``saturation`` / ``hue``); the tests check it against
-torchvision image by image. As in kornia, the jitter's order is drawn once per batch (on the
-host's generator: no device read), not per image.
+torchvision image by image. As in kornia, the jitter's order is drawn once per batch, not per
+image, from the module's own host generator ``rng`` (Python's ``random``, seeded at construction):
+choosing which op runs next needs a host value, and reading one from a tensor would be a read.
 """
 
 from __future__ import annotations
 
 import math
+import random
 from dataclasses import dataclass
 
 import torch
@@ -59,8 +61,10 @@ class SimCLRAugment(nn.Module):
         std: tuple[float, ...],
         crop_scale: tuple[float, float] = CROP_SCALE,
         crop_ratio: tuple[float, float] = CROP_RATIO,
+        seed: int = 0,
     ):
         super().__init__()
+        self.rng = random.Random(seed)  # the jitter order; the rest uses torch's generators
         self.size = tuple(size)
         self.channels = channels
         self.crop_scale = crop_scale
@@ -94,7 +98,7 @@ class SimCLRAugment(nn.Module):
         u_factors = u[:, 2 * CROP_TRIES + 5:]
         boxes = self._crop_boxes(u_scale, u_ratio, u_top, u_left, in_h, in_w)
         lows, highs = self.factor_low.to(device), self.factor_high.to(device)
-        order = torch.randperm(n_ops).tolist()  # the host's generator: no device read
+        order = self.rng.sample(range(n_ops), n_ops)
         return Views(
             boxes=boxes,
             flip=u_flip < P_FLIP,

@@ -59,7 +59,7 @@ class Trainer:
         self.memory_format = torch.channels_last if self.bf16 else torch.contiguous_format
         self.model = model.to(self.device, memory_format=self.memory_format)
         self.augment = SimCLRAugment(
-            (spec.size, spec.size), spec.channels, spec.mean, spec.std
+            (spec.size, spec.size), spec.channels, spec.mean, spec.std, seed=cfg.seed
         ).to(self.device)
         self.normalize = Normalize(spec.mean, spec.std).to(self.device)
         # Fused Adam keeps its step counters on the device; foreach Adam reads them on the host
@@ -160,6 +160,7 @@ class Trainer:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "rng_cpu": torch.get_rng_state(),
+            "rng_augment": self.augment.rng.getstate(),
         }
         if self.cuda:
             state["rng_cuda"] = torch.cuda.get_rng_state(self.device)
@@ -172,6 +173,9 @@ class Trainer:
         self.epoch = int(state["epoch"])
         self.history = list(state["history"])
         torch.set_rng_state(state["rng_cpu"])
+        if "rng_augment" in state:
+            version, internal, gauss = state["rng_augment"]
+            self.augment.rng.setstate((version, tuple(internal), gauss))
         if self.cuda and "rng_cuda" in state:
             torch.cuda.set_rng_state(state["rng_cuda"], self.device)
 

@@ -51,6 +51,14 @@ class TrialSetup:
         return asdict(self)
 
 
+def cap_gpu_memory(device: torch.device, share: float) -> None:
+    """Fractional GPUs are only labels to Ray: cap a trial's CUDA memory to its share. A trial
+    on the CPU, or holding whole GPUs, opens no CUDA context for it."""
+    if device.type == "cuda" and 0 < share < 1:
+        total = torch.cuda.get_device_properties(device).total_memory
+        torch.cuda.set_per_process_memory_fraction(memory_fraction(share, total), device)
+
+
 def memory_fraction(share: float, total_bytes: int) -> float:
     """The caching allocator's cap for a trial holding ``share`` of a GPU of ``total_bytes``.
 
@@ -77,12 +85,7 @@ def run_trial(config: dict, setup: dict) -> None:
     started = time.time()
     torch.set_num_threads(max(1, int(s.cpus)))
     cfg = trial_config(config, s.base)
-    device = resolve_device(cfg.device)
-    if device.type == "cuda" and 0 < s.gpu_fraction < 1:
-        # Fractional GPUs are only labels to Ray: cap this trial's memory to its share.
-        total = torch.cuda.get_device_properties(device).total_memory
-        torch.cuda.set_per_process_memory_fraction(memory_fraction(s.gpu_fraction, total),
-                                                   device)
+    cap_gpu_memory(resolve_device(cfg.device), s.gpu_fraction)
     trial_id = tune.get_context().get_trial_id()
 
     checkpoint = tune.get_checkpoint()
