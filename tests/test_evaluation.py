@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from trainables.config import TrainConfig
 from trainables.augment import Normalize
+from trainables.config import TrainConfig
 from trainables.evaluation import effective_rank, linear_eval, linear_probes, spectrum
 from trainables.features import pooled_features
 from trainables.models import DecoupledResNet
