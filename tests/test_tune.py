@@ -1,5 +1,6 @@
 """The study through real Ray Tune, OptunaSearch, ASHA and a SQLite MLflow store, on digits."""
 
+import math
 import os
 import signal
 import subprocess
@@ -33,45 +34,97 @@ def _optuna_states(store: Store, study: str) -> list[str]:
     return [t.state.name for t in s.trials]
 
 
-def test_study_tracks_every_trial_and_exports(ray_session, tmp_path):
+# Three trials whose fate is known in advance, run one after another. ASHA (grace period 1)
+# cannot stop the first trial at a rung, and stops a later one that scores below the 75th
+# percentile of the earlier ones there.
+#  1. lr 1e30 diverges (NaN) in its first epoch: objective 0, tagged `diverged`.
+#  2. The good one, with values that differ from every default (T 0.21, tau 0.37, K 2).
+#  3. weight decay 1000 at lr 0.1 squashes every weight in one epoch: kNN at chance (about 0.1,
+#     against about 0.7 for trial 2 after one epoch), so ASHA stops it.
+FATES_SPACE = """
+dataset: digits
+model: {arch: resnet18, width: 0.25}
+train: {batch_size: 128, K: 4, threshold: 0.0, tau: 0.5, lr: 1.0e-3, weight_decay: 1.0e-6}
+search:
+  threshold: {type: float, low: -1.0, high: 0.9}
+  tau: {type: float, low: 0.1, high: 1.0, log: true}
+  K: {type: categorical, choices: [2, 4]}
+  lr: {type: categorical, choices: [1.0e-3, 0.1, 1.0e+30]}
+  weight_decay: {type: categorical, choices: [1.0e-6, 1000.0]}
+points_to_evaluate:
+  - {threshold: 0.0, tau: 0.5, K: 2, lr: 1.0e+30, weight_decay: 1.0e-6}
+  - {threshold: 0.21, tau: 0.37, K: 2, lr: 1.0e-3, weight_decay: 1.0e-6}
+  - {threshold: 0.0, tau: 0.5, K: 2, lr: 0.1, weight_decay: 1000.0}
+budgets:
+  smoke: {epochs: 2, trials: 3, concurrency: 1, grace_period: 1, linear_epochs: 10}
+"""
+
+
+def _fate(params: dict) -> str:
+    if float(params["lr"]) > 1e29:
+        return "diverged"
+    return "stopped" if float(params["weight_decay"]) > 1 else "finished"
+
+
+def test_study_tracks_every_trial_as_it_ended_and_exports(ray_session, tmp_path):
     store = Store.at(tmp_path / "mlruns")
+    space = tmp_path / "fates.yaml"
+    space.write_text(FATES_SPACE)
     before = os.environ.get("MLFLOW_TRACKING_URI")
-    code = main([*SMOKE, "--trials", "3", "--epochs", "2", "--gpus-per-trial", "0",
-                 "--store", str(store.root), "--study-name", "s1"])
+    code = main(["--dataset", "digits", "--space", str(space), "--budget", "smoke",
+                 "--cpus-per-trial", "1", "--gpus-per-trial", "0", "--store", str(store.root),
+                 "--study-name", "s1"])
     assert code == 0
     # Registering the encoder must not leave the process pointed at this store.
     assert os.environ.get("MLFLOW_TRACKING_URI") == before
     client, parent, trials = _runs(store, "s1")
     assert len(parent) == 1 and parent[0].data.params["budget"] == "smoke"
     assert len(trials) == 3 and len({r.data.tags["trial_id"] for r in trials}) == 3
+    runs = {_fate(r.data.params): r for r in trials}
+    assert set(runs) == {"diverged", "finished", "stopped"}
     for r in trials:
         assert r.data.tags["mlflow.parentRunId"] == parent[0].info.run_id
-        assert r.info.status in ("FINISHED", "KILLED")
-        assert client.get_metric_history(r.info.run_id, "knn_val_acc")
-        assert {"threshold", "tau", "K", "budget", "seed", "arch", "width"} <= set(r.data.params)
-    finished = [r for r in trials if r.info.status == "FINISHED"]
-    assert finished, "no trial ran to the end"
-    for r in finished:
-        assert 0 <= r.data.metrics["linear_test_acc"] <= 1
-        spectra = {a.path for a in client.list_artifacts(r.info.run_id, "spectra")}
-        assert "spectra/spectra.png" in spectra and "spectra/block_1.npy" in spectra
-        assert r.data.tags["encoder_state"].endswith("encoder_state_dict.pt")
+        assert all(math.isfinite(v) for v in r.data.metrics.values()), "a NaN reached MLflow"
+
+    diverged = runs["diverged"]
+    assert diverged.info.status == "FAILED" and diverged.data.tags["diverged"] == "true"
+    # Its kNN on NaN features means nothing: left out of MLflow; Optuna gets 0 (below).
+    assert "knn_val_acc" not in diverged.data.metrics
+    stopped = runs["stopped"]
+    assert stopped.info.status == "KILLED" and stopped.data.tags["early_stopped"] == "true"
+    assert [m.step for m in client.get_metric_history(stopped.info.run_id, "knn_val_acc")] == [1]
+    assert stopped.data.metrics["knn_val_acc"] < 0.3
+    good = runs["finished"]
+    assert good.info.status == "FINISHED"
+    assert 0.5 < good.data.metrics["knn_val_acc"] and 0 <= good.data.metrics["linear_test_acc"]
+    spectra = {a.path for a in client.list_artifacts(good.info.run_id, "spectra")}
+    assert "spectra/spectra.png" in spectra and "spectra/block_2.npy" in spectra
     best = client.get_run(client.get_run(parent[0].info.run_id).data.tags["best_run_id"])
+    assert best.info.run_id == good.info.run_id
     assert best.data.tags["model_uri"].startswith("models:/")
     assert client.search_model_versions("name = 's1-encoder'"), "best encoder not registered"
-    assert set(_optuna_states(store, "s1")) <= {"COMPLETE", "PRUNED"}
-    assert len(_optuna_states(store, "s1")) == 3
+
+    # Optuna's trials, their values and their states, against MLflow's runs.
+    study = optuna.load_study(study_name="digits/s1", storage=store.optuna_url)
+    states = {_fate(t.params): t for t in study.trials}
+    assert {f: t.state.name for f, t in states.items()} == {
+        "diverged": "COMPLETE", "finished": "COMPLETE", "stopped": "PRUNED"}
+    assert states["diverged"].value == 0.0
+    assert states["finished"].value == pytest.approx(good.data.metrics["knn_val_acc"])
+    for fate, t in states.items():
+        for name, value in t.params.items():
+            assert float(runs[fate].data.params[name]) == pytest.approx(value), (fate, name)
+    assert good.data.params["tau"] == "0.37" and good.data.params["threshold"] == "0.21"
 
     data = export(store, "digits", "s1")
+    assert data["trials"] == {"total": 3, "finished": 1, "stopped_early": 1, "diverged": 1}
+    assert data["best"]["run_id"] == good.info.run_id and list(data["per_K"]) == [2]
     out = tmp_path / "best.yaml"
     import yaml
 
     out.write_text(yaml.safe_dump(data))
-    best = load_export(out)
-    assert best["dataset"] == "digits" and -1 <= best["threshold"] <= 1
-    assert data["best"]["linear_val_acc"] == max(
-        r.data.metrics["linear_val_acc"] for r in finished
-    )
+    config = load_export(out)
+    assert (config["threshold"], config["tau"], config["K"]) == (0.21, 0.37, 2)
 
 
 def test_interrupted_study_resumes_with_every_trial_once(ray_session, tmp_path):

@@ -112,6 +112,8 @@ def run_trial(config: dict, setup: dict) -> None:
         }
         if result["diverged"]:
             result[OBJECTIVE] = WORST
+            # The kNN of NaN features is noise, not a measurement: left out like the NaNs.
+            result[METRICS].pop(OBJECTIVE, None)
             tune.report({**result, FINISHED: True})
             return
         last = trainer.epoch >= cfg.epochs
