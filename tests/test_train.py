@@ -137,6 +137,21 @@ def test_a_cuda_training_step_never_synchronises():
         torch.cuda.set_sync_debug_mode("default")
 
 
+def test_the_fig_4_ablation_masks_only_what_it_names():
+    """subsample pos drops positives only, neg negatives only, both (Eq. 5) either, in a whole
+    epoch of real training."""
+    def epoch(subsample):
+        cfg = TrainConfig(dataset="digits", K=2, threshold=0.5, subsample=subsample, epochs=1,
+                          batch_size=64, subset=256, device="cpu")
+        return Trainer(cfg).train_epoch()
+
+    pos, neg, both = epoch("pos"), epoch("neg"), epoch("both")
+    assert pos["kept_neg"] == [1.0, 1.0] and min(pos["kept_pos"]) < 0.95
+    assert neg["kept_pos"] == [1.0, 1.0] and min(neg["kept_neg"]) < 0.95
+    assert min(both["kept_pos"]) < 0.95 and min(both["kept_neg"]) < 0.95
+    assert len({pos["loss"][1], neg["loss"][1], both["loss"][1]}) == 3
+
+
 def test_resuming_fp32_with_bf16_gives_adam_the_parameters_layout(tmp_path):
     """channels_last parameters with contiguous moments make CUDA's fused Adam raise."""
     cfg = dict(dataset="digits", K=2, threshold=0.0, epochs=2, batch_size=64, subset=256,

@@ -15,8 +15,6 @@ from study.export import export, load_export
 from study.store import Store
 from study.tune import FAIL_ONCE_ENV, main
 
-pytestmark = pytest.mark.slow
-
 SMOKE = ["--dataset", "digits", "--budget", "smoke", "--cpus-per-trial", "1"]
 
 
@@ -66,6 +64,7 @@ def _fate(params: dict) -> str:
     return "stopped" if float(params["weight_decay"]) > 1 else "finished"
 
 
+@pytest.mark.slow
 def test_study_tracks_every_trial_as_it_ended_and_exports(ray_session, tmp_path):
     store = Store.at(tmp_path / "mlruns")
     space = tmp_path / "fates.yaml"
@@ -127,6 +126,7 @@ def test_study_tracks_every_trial_as_it_ended_and_exports(ray_session, tmp_path)
     assert (config["threshold"], config["tau"], config["K"]) == (0.21, 0.37, 2)
 
 
+@pytest.mark.slow
 def test_interrupted_study_resumes_with_every_trial_once(ray_session, tmp_path):
     store = Store.at(tmp_path / "mlruns")
     args = [*SMOKE, "--trials", "3", "--epochs", "2", "--concurrency", "1",
@@ -155,6 +155,7 @@ def test_interrupted_study_resumes_with_every_trial_once(ray_session, tmp_path):
     assert "RUNNING" not in states and len(states) == 3
 
 
+@pytest.mark.slow
 def test_failed_trial_resumes_from_its_checkpoint_in_its_own_run(
     ray_session, tmp_path, monkeypatch
 ):
@@ -169,7 +170,11 @@ def test_failed_trial_resumes_from_its_checkpoint_in_its_own_run(
     assert sorted(steps) == [1, 2, 3]  # epoch 1 came back from the checkpoint, not retrained
 
 
+@pytest.mark.slow
 def test_four_trials_share_one_gpu(ray_session, tmp_path):
+    """Ray's scheduling of quarter GPUs, on a logical GPU. Each trial's memory cap is computed
+    and passed to CUDA only when it runs there (tests/test_tracking.py); that the cap holds (an
+    allocation past it raises) only a real GPU shows."""
     store = Store.at(tmp_path / "mlruns")
     assert main(["--dataset", "digits", "--budget", "smoke", "--trials", "4", "--epochs", "2",
                  "--concurrency", "4", "--gpus-per-trial", "0.25", "--cpus-per-trial", "0.5",
@@ -180,6 +185,34 @@ def test_four_trials_share_one_gpu(ray_session, tmp_path):
     last_start = max(r.info.start_time for r in trials)
     first_end = min(r.info.end_time for r in trials)
     assert last_start < first_end, "the four trials did not run at once"
+
+
+@pytest.mark.slow
+def test_exported_points_rerun_with_seeds(ray_session, tmp_path):
+    """--config best.yaml --seeds 2: every distinct exported point, once per seed, each trained
+    to its end with the point's values (no search, no early stopping)."""
+    import yaml
+
+    point = {"dataset": "digits", "arch": "resnet18", "width": 0.125, "K": 2,
+             "threshold": 0.21, "tau": 0.37, "epochs": 5, "batch_size": 128, "subset": 256}
+    path = tmp_path / "best.yaml"
+    path.write_text(yaml.safe_dump({"dataset": "digits", "best": {"config": point},
+                                    "per_K": {2: {"config": point}}}))
+    store = Store.at(tmp_path / "mlruns")
+    assert main([*SMOKE, "--config", str(path), "--seeds", "2", "--seed", "3", "--epochs", "1",
+                 "--gpus-per-trial", "0", "--store", str(store.root),
+                 "--study-name", "again"]) == 0
+    _, parent, trials = _runs(store, "again")
+    assert len(parent) == 1 and parent[0].data.params["seeds"] == "2"
+    assert sorted(r.data.params["seed"] for r in trials) == ["3", "4"]
+    for r in trials:
+        assert r.info.status == "FINISHED"
+        p = r.data.params
+        assert (p["tau"], p["threshold"], p["K"], p["width"], p["subset"]) == (
+            "0.37", "0.21", "2", "0.125", "256")
+        assert p["epochs"] == "1"  # --epochs overrides the point's own
+        assert [m.step for m in MlflowClient(store.tracking_uri).get_metric_history(
+            r.info.run_id, "knn_val_acc")] == [1]
 
 
 def _cli(*args, cwd):
