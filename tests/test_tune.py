@@ -145,8 +145,8 @@ def test_interrupted_study_resumes_with_every_trial_once(ray_session, tmp_path):
     _, _, before = _runs(store, "s2")
     assert 1 <= len(before) < 3
 
-    assert main(["--dataset", "digits", "--study-name", "s2", "--resume",
-                 "--store", str(store.root)]) == 0
+    # A bare --resume continues the latest study of the data set: s2.
+    assert main(["--dataset", "digits", "--resume", "--store", str(store.root)]) == 0
     _, _, trials = _runs(store, "s2")
     ids = [r.data.tags["trial_id"] for r in trials]
     assert len(ids) == 3 and len(set(ids)) == 3  # one MLflow run per trial
@@ -176,12 +176,13 @@ def test_four_trials_share_one_gpu(ray_session, tmp_path):
     and passed to CUDA only when it runs there (tests/test_tracking.py); that the cap holds (an
     allocation past it raises) only a real GPU shows."""
     store = Store.at(tmp_path / "mlruns")
-    assert main(["--dataset", "digits", "--budget", "smoke", "--trials", "4", "--epochs", "2",
+    assert main(["--dataset", "digits", "--budget", "smoke", "--trials", "4", "--epochs", "1",
                  "--concurrency", "4", "--gpus-per-trial", "0.25", "--cpus-per-trial", "0.5",
                  "--store", str(store.root), "--study-name", "s4"]) == 0
     _, _, trials = _runs(store, "s4")
     assert len(trials) == 4
     assert all(r.data.params["gpu_fraction"] == "0.25" for r in trials)
+    assert all(r.data.params["device"] == "auto" for r in trials)  # CUDA where there is one
     last_start = max(r.info.start_time for r in trials)
     first_end = min(r.info.end_time for r in trials)
     assert last_start < first_end, "the four trials did not run at once"
