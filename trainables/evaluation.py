@@ -55,24 +55,12 @@ class BlockFeatures:
 Split = tuple[torch.Tensor, torch.Tensor]  # (features [N, D], labels [N])
 
 
-def linear_eval(
-    train: Split,
-    val: Split,
-    test: Split,
-    num_classes: int,
-    epochs: int = LINEAR_EPOCHS,
-    lr: float = LINEAR_LR,
-    batch_size: int = LINEAR_BATCH,
-    weight_decay: float = 1e-6,
-    seed: int = 0,
-    on_epoch: Callable[[int, int], None] | None = None,
-) -> LinearResult:
-    """Linear evaluation of one set of frozen features (Sec. 4.1); see ``linear_probes``."""
-    (result,) = linear_probes(
-        [train[0]], train[1], [val[0]], val[1], [test[0]], test[1], num_classes,
-        epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay, seed=seed,
-        on_epoch=on_epoch,
-    )
+def linear_eval(train: Split, val: Split, test: Split, num_classes: int,
+                **options) -> LinearResult:
+    """Linear evaluation of one set of frozen features (Sec. 4.1); ``options`` (epochs, lr,
+    batch_size, weight_decay, seed, on_epoch) as for ``linear_probes``."""
+    (result,) = linear_probes([train[0]], train[1], [val[0]], val[1], [test[0]], test[1],
+                              num_classes, **options)
     return result
 
 
