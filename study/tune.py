@@ -18,7 +18,7 @@ from study._cli import log, parser, run
 from study.export import points as export_points
 from study.space import BUDGETS, SearchSpace, load_space, space_path
 from study.store import Store, git_commit
-from trainables.data import SPECS
+from trainables.data import SPECS, prepare_data
 from trainables.errors import ConfigError
 from trainables.tune_trainable import OBJECTIVE, TrialSetup, run_trial
 
@@ -87,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         plan = _new_plan(store, args)
     space = load_space(plan.space_file)
+    # The driver fetches the data once, before any trial: trials only read (no download races).
+    prepare_data(plan.dataset, plan.data_dir)
     started_ray = _init_ray(args.address)
     try:
         gpus = plan.gpus_per_trial if args.resume else args.gpus_per_trial
@@ -240,6 +242,7 @@ def _trial_setup(store: Store, plan: Plan, space: SearchSpace) -> TrialSetup:
         subset=budget.subset, data_dir=plan.data_dir, seed=plan.seed,
         # A trial with no GPU share trains on the CPU: Ray does not hide the GPUs from it.
         device="auto" if plan.gpus_per_trial else "cpu",
+        download=False,  # the driver prepared the data (prepare_data)
     )
     fail_at = os.environ.get(FAIL_ONCE_ENV)
     return TrialSetup(

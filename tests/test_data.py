@@ -1,5 +1,6 @@
 """The real torchvision loaders on small files written in the real on-disk formats."""
 
+import gzip
 import os
 import pickle
 import struct
@@ -10,8 +11,11 @@ import torch
 import torchvision.datasets.cifar as tv_cifar
 import torchvision.datasets.stl10 as tv_stl10
 
-from trainables.data import load_data
+import trainables.data as data_module
+from trainables.config import TrainConfig
+from trainables.data import DEBIAN_FMNIST, FMNIST_FILES, load_data, prepare_data
 from trainables.errors import DataError
+from trainables.train import Trainer
 
 RNG = np.random.default_rng(0)
 
@@ -112,8 +116,10 @@ def test_subset_caps_the_train_images():
     assert len(data.val_x) == len(load_data("digits").val_x)  # validation is never cut
 
 
-def test_missing_files_without_download_name_the_folder(tmp_path):
-    with pytest.raises(DataError, match=r"FashionMNIST/raw/.*train-images-idx3-ubyte"):
+def test_missing_files_without_download_name_the_folder(tmp_path, monkeypatch):
+    monkeypatch.setattr(data_module, "DEBIAN_FMNIST", tmp_path / "no-package")
+    with pytest.raises(DataError, match=r"FashionMNIST/raw/.*train-images-idx3-ubyte.*"
+                                        r"apt-get install dataset-fashion-mnist"):
         load_data("fmnist", tmp_path, download=False)
     with pytest.raises(DataError, match="cifar-10-batches-py"):
         load_data("cifar10", tmp_path, download=False)
@@ -140,3 +146,61 @@ def test_tensors_shared_on_the_host_stay_shared_on_the_device():
     moved = data.to("meta")
     assert moved.pretrain.device.type == "meta" and moved.pretrain is moved.train_x
     assert moved.val_x is not moved.train_x
+
+
+def _fake_debian_package(folder):
+    """The package's layout with small arrays: the four IDX files, gzipped."""
+    folder.mkdir()
+    arrays = {"train-images-idx3-ubyte": RNG.integers(0, 256, (40, 28, 28)),
+              "train-labels-idx1-ubyte": np.arange(40) % 10,
+              "t10k-images-idx3-ubyte": RNG.integers(0, 256, (10, 28, 28)),
+              "t10k-labels-idx1-ubyte": np.arange(10) % 10}
+    for name, array in arrays.items():
+        _write_idx(folder / name, array)
+        with open(folder / name, "rb") as f, gzip.open(folder / f"{name}.gz", "wb") as g:
+            g.write(f.read())
+        os.remove(folder / name)
+    folder.chmod(0o555)  # read-only, as under /usr/share
+    return arrays
+
+
+def test_fmnist_without_files_reads_debians_package_once(tmp_path, monkeypatch, capsys):
+    arrays = _fake_debian_package(tmp_path / "debian")
+    monkeypatch.setattr(data_module, "DEBIAN_FMNIST", tmp_path / "debian")
+    data = load_data("fmnist", tmp_path / "data", download=False)
+    assert len(data.train_x) + len(data.val_x) == 40 and len(data.test_x) == 10
+    assert torch.equal(data.test_x[:, 0], torch.as_tensor(arrays["t10k-images-idx3-ubyte"],
+                                                          dtype=torch.uint8))
+    raw = tmp_path / "data" / "FashionMNIST" / "raw"
+    assert sorted(p.name for p in raw.iterdir()) == sorted(FMNIST_FILES)  # no temporary left
+    assert capsys.readouterr().err.count(f"read Debian's files in {tmp_path / 'debian'}") == 1
+    load_data("fmnist", tmp_path / "data", download=False)
+    assert "Debian" not in capsys.readouterr().err  # said once: the files are in place now
+
+
+def test_prepare_data_makes_the_files_ready_or_says_why(tmp_path, monkeypatch):
+    _fake_debian_package(tmp_path / "debian")
+    monkeypatch.setattr(data_module, "DEBIAN_FMNIST", tmp_path / "debian")
+    prepare_data("fmnist", tmp_path / "data", download=False)
+    assert (tmp_path / "data" / "FashionMNIST" / "raw" / FMNIST_FILES[0]).is_file()
+    prepare_data("digits", tmp_path / "nowhere", download=False)  # shipped with scikit-learn
+    with pytest.raises(DataError, match="put the files in .*cifar-10-batches-py"):
+        prepare_data("cifar10", tmp_path / "data", download=False)
+
+
+@pytest.mark.skipif(not (DEBIAN_FMNIST / "train-images-idx3-ubyte.gz").is_file(),
+                    reason="the real Fashion-MNIST is not installed here: "
+                           "apt-get install dataset-fashion-mnist")
+def test_the_real_fashion_mnist(tmp_path):
+    data = load_data("fmnist", tmp_path, download=False)
+    assert len(data.train_x) + len(data.val_x) == 60_000 and len(data.test_x) == 10_000
+    assert data.train_x.shape[1:] == (1, 28, 28) and data.train_x.dtype == torch.uint8
+    assert len(data.val_x) == 6_000 and data.pretrain is data.train_x
+    labels = torch.cat([data.train_y, data.val_y])
+    assert torch.bincount(labels).tolist() == [6_000] * 10
+    assert torch.bincount(data.test_y).tolist() == [1_000] * 10
+    cfg = TrainConfig(dataset="fmnist", K=2, threshold=0.3, batch_size=64, width=0.25,
+                      device="cpu", epochs=1)
+    trainer = Trainer(cfg, data)
+    step = trainer.train_step(data.pretrain[:64])  # one step on a real batch
+    assert step.shape == (2, 3) and torch.isfinite(step).all()

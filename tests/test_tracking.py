@@ -207,6 +207,7 @@ def test_a_trial_with_no_gpu_share_trains_on_the_cpu(tmp_path, monkeypatch):
                 trials=2, epochs=1, concurrency=3, gpus_per_trial=0.0, cpus_per_trial=1.0,
                 data_dir=str(tmp_path), seed=0)
     assert _trial_setup(store, plan, space).base["device"] == "cpu"
+    assert _trial_setup(store, plan, space).base["download"] is False  # the driver prepared it
     plan.gpus_per_trial = 0.5
     assert _trial_setup(store, plan, space).base["device"] == "auto"
     # The default share packs as many trials on each GPU as the concurrency needs.

@@ -66,7 +66,6 @@ class SimCLRAugment(nn.Module):
         super().__init__()
         self.rng = random.Random(seed)  # the jitter order; the rest uses torch's generators
         self.size = tuple(size)
-        self.channels = channels
         self.crop_scale = crop_scale
         self.crop_ratio = crop_ratio
         # Saturation and hue need colour: a 1-channel image only gets brightness and contrast.

@@ -9,6 +9,9 @@ training device; there is no per-image loader on the hot path.
 from __future__ import annotations
 
 import contextlib
+import gzip
+import os
+import shutil
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
@@ -20,6 +23,11 @@ import torch
 from trainables.errors import ConfigError, DataError
 
 SPLIT_SEED = 0  # the validation (and digits' test) split never moves with the run's seed
+# Debian's copy of the real Fashion-MNIST (`apt-get install dataset-fashion-mnist`): the four
+# original .gz IDX files, read-only.
+DEBIAN_FMNIST = Path("/usr/share/datasets/fashion-mnist")
+FMNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                "t10k-labels-idx1-ubyte")
 
 
 @dataclass(frozen=True)
@@ -35,6 +43,7 @@ class DatasetSpec:
     val_fraction: float
     width: float  # default channel multiplier: narrow where a CPU must cope
     files: str  # where the raw files go, for the error message
+    offline: str = ""  # another way to the files without a download, for the error message
 
 
 @dataclass
@@ -73,6 +82,7 @@ SPECS = {
         "fmnist", 1, 28, 10, "resnet18", "small", (0.286,), (0.353,), 0.1, 1.0,
         "{root}/FashionMNIST/raw/ (train-images-idx3-ubyte, train-labels-idx1-ubyte, "
         "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte)",
+        f"apt-get install dataset-fashion-mnist (Debian's copy, read from {DEBIAN_FMNIST})",
     ),
     "cifar10": DatasetSpec(
         "cifar10", 3, 32, 10, "resnet50", "small",
@@ -148,9 +158,10 @@ def _torchvision(cls, root: Path, download: bool, spec: DatasetSpec, **kwargs):
         except Exception as e:  # no network, a proxy, a partial file: all end the same way
             reason = f"download failed: {type(e).__name__}: {e}"
     reason = " ".join(reason.split()).rstrip(".")
+    offline = f", {spec.offline}," if spec.offline else ""
     raise DataError(
-        f"{spec.name} not found ({reason}); put the files in {spec.files.format(root=root)} "
-        f"or run once with network access"
+        f"{spec.name} not found ({reason}); put the files in {spec.files.format(root=root)}"
+        f"{offline} or run once with network access"
     )
 
 
@@ -168,8 +179,48 @@ def _digits(root: Path, download: bool, spec: DatasetSpec):
 def _fmnist(root: Path, download: bool, spec: DatasetSpec):
     from torchvision.datasets import FashionMNIST
 
+    copy_debian_fmnist(root)
     parts = [_torchvision(FashionMNIST, root, download, spec, train=t) for t in (True, False)]
     return None, *((_images(p.data), _labels(p.targets)) for p in parts)
+
+
+def copy_debian_fmnist(root: Path) -> bool:
+    """Decompress Debian's Fashion-MNIST into ``root`` where ``root`` lacks the files and the
+    package is installed; says so once. Each file is written whole or not at all, so trials that
+    race here cannot read half a file. Returns whether anything was copied."""
+    raw = Path(root) / "FashionMNIST" / "raw"
+    missing = [f for f in FMNIST_FILES if not (raw / f).is_file()]
+    if not missing or not all((DEBIAN_FMNIST / f"{f}.gz").is_file() for f in FMNIST_FILES):
+        return False
+    raw.mkdir(parents=True, exist_ok=True)
+    for name in missing:
+        tmp = raw / f".{name}.{os.getpid()}.tmp"
+        with gzip.open(DEBIAN_FMNIST / f"{name}.gz", "rb") as src, open(tmp, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        os.replace(tmp, raw / name)
+    print(f"fmnist: read Debian's files in {DEBIAN_FMNIST} (decompressed into {raw})",
+          file=sys.stderr)
+    return True
+
+
+def prepare_data(name: str, data_dir: str | Path = "data", download: bool = True) -> None:
+    """Make sure ``name``'s files are in ``data_dir`` (downloading, or copying Debian's), without
+    loading more than needed: a study's driver calls it once, so that its trials only read."""
+    spec = dataset_spec(name)
+    root = Path(data_dir).expanduser()
+    if name == "fmnist":
+        from torchvision.datasets import FashionMNIST
+
+        copy_debian_fmnist(root)
+        _torchvision(FashionMNIST, root, download, spec, train=False)
+    elif name == "cifar10":
+        from torchvision.datasets import CIFAR10
+
+        _torchvision(CIFAR10, root, download, spec, train=False)
+    elif name == "stl10":
+        from torchvision.datasets import STL10
+
+        _torchvision(STL10, root, download, spec, split="test")  # checks every file
 
 
 def _cifar10(root: Path, download: bool, spec: DatasetSpec):
