@@ -95,8 +95,8 @@ def print_summary(store: Store, study: str, dataset: str, parent_run_id: str,
 
 
 def register_best(store: Store, best: TrialRow, name: str) -> None:
-    """Log the best trial's encoder as an MLflow model (pickle, not the slow pt2) in its own
-    run, and register it under ``name``."""
+    """Log the best trial's encoder (its blocks as one ``nn.Sequential``: image in, h^K out) as
+    an MLflow model (pickle, not the slow pt2) in its own run, and register it under ``name``."""
     import mlflow
     import torch
     from mlflow.tracking import MlflowClient
@@ -113,7 +113,7 @@ def register_best(store: Store, best: TrialRow, name: str) -> None:
             p = run.data.params
             spec = dataset_spec(p["dataset"])
             model = DecoupledResNet(p["arch"], int(p["K"]), spec.channels, spec.stem,
-                                    float(p["width"]))
+                                    float(p["width"])).encoder()
             path = client.download_artifacts(best.run_id, ENCODER_FILE)
             model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
             with mlflow.start_run(run_id=best.run_id):

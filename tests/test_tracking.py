@@ -69,6 +69,15 @@ def test_trial_reports_every_epoch_and_its_report_in_the_last_checkpoint(trial):
     assert last[tt.FINAL]["linear_test_acc"] == written["linear_test_acc"]
     assert last[tt.FINAL]["effective_rank_block2"] == written["effective_rank"][1]
     assert [r["epoch"] for r in written["history"]] == [1, 2]
+    # The saved encoder is the blocks alone (the heads serve training only).
+    import torch
+
+    from trainables.models import DecoupledResNet
+
+    state = torch.load(report / tt.ENCODER_FILE, weights_only=True)
+    model = DecoupledResNet("resnet18", 2, 1, "small", 0.125)
+    model.encoder().load_state_dict(state)  # strict: every block weight, nothing else
+    assert len(state) < len(model.state_dict())
 
 
 def test_trial_restored_at_its_end_reports_the_finished_result_again(trial, monkeypatch):

@@ -3,8 +3,9 @@
 The trial process touches Ray only. Each epoch it reports the validation kNN accuracy (the
 study's objective; never a test metric) with the epoch's metrics under ``METRICS``; at the last
 epoch it runs the final evaluation, writes the report (arrays, plots, metrics.json, the encoder
-as a state dict) into ``REPORT_DIR`` of its final checkpoint, and reports once more with
-``trial_finished``: a trial that ends without that key was stopped early. The driver
+as a state dict of the blocks, heads left out) into ``REPORT_DIR`` of its final checkpoint, and
+reports once more with ``trial_finished``: a trial that ends without that key was stopped early.
+The driver
 (``study.tracking``) turns these results into MLflow runs, so a trial never opens the tracking
 store: no SQLAlchemy start-up per trial and a single writer to a SQLite store.
 """
@@ -148,7 +149,7 @@ def _finish(trainer: Trainer, s: TrialSetup, started: float, out: Path) -> dict[
     metrics, _ = final_report(trainer, s.linear_epochs, out_dir=out)
     # The weights as a state dict (milliseconds); the study logs the best one as an MLflow
     # model and registers it (``study.summary``), which takes seconds.
-    torch.save(trainer.model.state_dict(), out / ENCODER_FILE)
+    torch.save(trainer.model.encoder().state_dict(), out / ENCODER_FILE)  # no heads
     scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
     for key in ("probe_val_acc", "probe_test_acc", "effective_rank"):
         scalars.update({f"{key}_block{k + 1}": v for k, v in enumerate(metrics[key])})
