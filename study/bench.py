@@ -7,6 +7,7 @@ need CUDA) is reported as null with the reason, never estimated.
 
 from __future__ import annotations
 
+import io
 import os
 import platform
 import statistics
@@ -175,6 +176,39 @@ def _steps(trainer: Trainer, batches: list[torch.Tensor]) -> Callable[[], None]:
             trainer.train_step(b)
 
     return run_steps
+
+
+def bench_checkpoints(case: Case, width: float) -> list[dict]:
+    """Bytes on disk per K: a run's checkpoint (model with its heads, Adam's moments, RNG,
+    history) and the encoder a finished trial keeps (its blocks). Sizes, not speeds: measured on
+    the CPU whatever the device, after one step so that Adam's moments exist."""
+    data = synthetic_bundle(case.dataset, 4, torch.device("cpu"))
+    rows = []
+    for K in case.Ks:
+        cfg = TrainConfig(dataset=case.dataset, arch=case.arch, K=K, threshold=0.0,
+                          batch_size=4, width=width, device="cpu", precision="fp32", epochs=1)
+        trainer = Trainer(cfg, data)
+        trainer.train_step(data.pretrain)
+        model = trainer.model
+        rows.append({
+            "case": case.name, "K": K, "width": width,
+            "checkpoint_bytes": _saved_bytes(trainer.state_dict()),
+            "encoder_bytes": _saved_bytes(model.encoder().state_dict()),
+            "encoder_params": sum(p.numel() for p in model.blocks.parameters()),
+            "head_params": sum(p.numel() for p in model.heads.parameters()),
+        })
+        r = rows[-1]
+        log(f"  {case.name} K={K:<2} checkpoint {r['checkpoint_bytes'] / 2**20:8.1f} MiB  "
+            f"encoder {r['encoder_bytes'] / 2**20:6.1f} MiB  heads {r['head_params'] / 1e6:.1f} M "
+            f"parameters")
+        del trainer, model
+    return rows
+
+
+def _saved_bytes(obj) -> int:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getbuffer().nbytes
 
 
 def bench_augment(device: torch.device, repeats: int, n: int) -> dict:
@@ -389,6 +423,9 @@ def main(argv: list[str] | None = None) -> int:
     training = []
     for case in CASES:
         training += bench_training(case, device, args.quick, repeats, peak)
+    checkpoints = []
+    for case in CASES:
+        checkpoints += bench_checkpoints(case, 0.125 if args.quick else 1.0)
     result = {
         "device": name,
         "device_type": device.type,
@@ -397,6 +434,7 @@ def main(argv: list[str] | None = None) -> int:
         "torch": torch.__version__,
         "peak_matmul_flops": peak,
         "training": training,
+        "checkpoints": checkpoints,
         "augment": bench_augment(device, repeats, 256),
         "subsample": bench_subsample(device, repeats * 20),
         "packing": bench_packing(device, args.quick),

@@ -36,6 +36,12 @@ def test_quick_bench_json(capsys):
     assert out["packing"] is None  # CUDA only
     Ks = {(r["case"], r["K"]) for r in out["training"]}
     assert ("cifar10-resnet50", 16) in Ks and ("fmnist-resnet18", 8) in Ks
+    sizes = {r["K"]: r for r in out["checkpoints"] if r["case"] == "cifar10-resnet50"}
+    # Deeper splits add heads: the checkpoint grows with K while the encoder stays the same.
+    assert sizes[16]["checkpoint_bytes"] > sizes[4]["checkpoint_bytes"] > sizes[1][
+        "checkpoint_bytes"]
+    assert len({r["encoder_params"] for r in sizes.values()}) == 1
+    assert all(r["encoder_bytes"] < r["checkpoint_bytes"] / 3 for r in sizes.values())
     cuda = out["device_type"] == "cuda"
     for r in out["training"]:
         assert 0 < r["mfu"] and r["monitor_seconds"] > 0 and r["linear_eval_seconds"] > 0
