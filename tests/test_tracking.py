@@ -121,7 +121,10 @@ def test_tracking_logs_a_finished_trial_with_its_artifacts(trial, tmp_path):
     setup, reports = trial
     store = Store.at(tmp_path / "mlruns")
     tracking = _tracking(store, setup)
-    _feed(tracking, FakeTrial("t1", SAMPLED), reports.results, reports.checkpoints[-1])
+    last = tmp_path / "checkpoint"  # a copy: the callback removes what it has logged
+    shutil.copytree(reports.checkpoints[-1].path, last)
+    _feed(tracking, FakeTrial("t1", SAMPLED), reports.results, tune.Checkpoint.from_directory(last))
+    assert not last.exists(), "the ended trial's checkpoint is still on disk"
 
     client = MlflowClient(store.tracking_uri)
     run = client.get_run(tracking.runs["t1"])

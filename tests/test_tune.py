@@ -115,6 +115,9 @@ def test_study_tracks_every_trial_as_it_ended_and_exports(ray_session, tmp_path)
             assert float(runs[fate].data.params[name]) == pytest.approx(value), (fate, name)
     assert good.data.params["tau"] == "0.37" and good.data.params["threshold"] == "0.21"
 
+    # Everything a trial made is in MLflow: no ended trial keeps a checkpoint on disk.
+    assert not list((store.ray_dir / "s1").glob("*/checkpoint_*"))
+
     data = export(store, "digits", "s1")
     assert data["trials"] == {"total": 3, "finished": 1, "stopped_early": 1, "diverged": 1}
     assert data["best"]["run_id"] == good.info.run_id and list(data["per_K"]) == [2]
@@ -150,6 +153,7 @@ def test_interrupted_study_resumes_with_every_trial_once(ray_session, tmp_path):
     _, _, trials = _runs(store, "s2")
     ids = [r.data.tags["trial_id"] for r in trials]
     assert len(ids) == 3 and len(set(ids)) == 3  # one MLflow run per trial
+    assert not list((store.ray_dir / "s2").glob("*/checkpoint_*"))
     assert all(r.info.status in ("FINISHED", "KILLED") for r in trials)
     states = _optuna_states(store, "s2")
     assert "RUNNING" not in states and len(states) == 3
