@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,11 +151,38 @@ def _init_ray(address: str | None) -> bool:
     if ray.is_initialized():
         return False
     if address:
-        ray.init(address=address, log_to_driver=False)
+        check_address(address)
+        try:
+            ray.init(address=address, log_to_driver=False)
+        except ConnectionError as e:
+            raise ConfigError(f"--address {address}: {' '.join(str(e).split())}; "
+                              f"{CLUSTER_HELP}") from None
     else:
         ray.init(include_dashboard=False, log_to_driver=False,
                  object_store_memory=200 * 1024**2)
     return True
+
+
+CLUSTER_HELP = (
+    "start a head with `ray start --head --port PORT` and join it with --address auto on the "
+    "head's machine (Ray 2.60's head advertises the machine's own address, not 127.0.0.1) or "
+    "--address HOST:PORT elsewhere, with the head's token in ~/.ray/auth_token"
+)
+
+
+def check_address(address: str, timeout: float = 3.0) -> None:
+    """Fail in seconds when nothing answers at a Ray address: ``ray.init`` would retry for
+    minutes, then raise a traceback. ``auto`` is left to Ray (it finds a local head's files)."""
+    if address == "auto":
+        return
+    host, _, port = address.split("://", 1)[-1].rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--address {address!r} is not HOST:PORT, ray://HOST:PORT or auto")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise ConfigError(f"--address {address}: nothing answers there "
+                          f"({e.strerror or type(e).__name__}); {CLUSTER_HELP}") from None
 
 
 def _resources(gpus: float | None, cpus: float | None, concurrency: int) -> tuple[float, float]:

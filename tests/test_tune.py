@@ -234,6 +234,11 @@ def _cli(*args, cwd):
          "error: --gpus-per-trial 1000.0 asked, but the Ray cluster has "),
         (["--dataset", "digits", "--resume", "--study-name", "nope"],
          "error: no study named 'nope'"),
+        # Nothing listens on port 1: one line within seconds, not Ray's minutes of retries.
+        (["--dataset", "digits", "--address", "127.0.0.1:1"],
+         "error: --address 127.0.0.1:1: nothing answers there (Connection refused); start a head"),
+        (["--dataset", "digits", "--address", "somewhere"],
+         "error: --address 'somewhere' is not HOST:PORT, ray://HOST:PORT or auto"),
     ],
 )
 def test_bad_input_is_one_line(tmp_path, args, message):
