@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from study._cli import log
 from study.store import Store
+from study.ui import runs_url
 from trainables.errors import ConfigError
 
 SEARCHED = ("threshold", "tau", "K", "subsample")
@@ -91,7 +92,9 @@ def print_summary(store: Store, study: str, dataset: str, parent_run_id: str,
         client.set_terminated(parent_run_id, "FINISHED")
     log(f"\nexport the best T per K:  python -m study.export --dataset {dataset} --study {study}"
         + _store_flag(store))
-    log("browse every trial:       python -m study.ui" + _store_flag(store))
+    experiment_id = client.get_run(parent_run_id).info.experiment_id
+    log("browse every trial:       python -m study.ui" + _store_flag(store)
+        + f", then open {runs_url(experiment_id)}")
 
 
 def register_best(store: Store, best: TrialRow, name: str) -> None:

@@ -1,6 +1,9 @@
 """``python -m study.ui``: the MLflow UI on the study store, at 127.0.0.1.
 
-The same as ``mlflow ui --backend-store-uri sqlite:///<abs>/mlruns/mlflow.db --host 127.0.0.1``.
+The same as ``mlflow ui --backend-store-uri sqlite:///<abs>/mlruns/mlflow.db --host 127.0.0.1``,
+plus the address of each data set's runs. MLflow 3.17 opens an experiment on its GenAI view
+(traces, token usage); ``workflowType=machine_learning`` in the address opens the runs table
+("Model training" view), with each study's trials folded under its parent run.
 """
 
 from __future__ import annotations
@@ -17,13 +20,33 @@ def command(store: Store, port: int) -> list[str]:
             "--host", "127.0.0.1", "--port", str(port)]
 
 
+def runs_url(experiment_id: str, port: int = 5000) -> str:
+    """Where the UI shows an experiment's runs table (not its GenAI overview)."""
+    return (f"http://127.0.0.1:{port}/#/experiments/{experiment_id}/runs"
+            f"?workflowType=machine_learning")
+
+
+def experiments(store: Store, dataset: str | None = None) -> dict[str, str]:
+    """The store's data sets (MLflow experiments) and their ids, or just ``dataset``'s."""
+    from mlflow.tracking import MlflowClient
+
+    found = {e.name: e.experiment_id
+             for e in MlflowClient(store.tracking_uri).search_experiments()
+             if e.name != "Default"}
+    return {n: i for n, i in found.items() if dataset is None or n == dataset}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = parser("python -m study.ui", __doc__)
     p.add_argument("--store", default="mlruns")
     p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--dataset", default=None, help="print only this data set's address")
     args = p.parse_args(argv)
-    cmd = command(Store.at(args.store), args.port)
+    store = Store.at(args.store)
+    cmd = command(store, args.port)
     log(" ".join(cmd[1:]))
+    for name, experiment_id in experiments(store, args.dataset).items():
+        log(f"the runs of {name}: {runs_url(experiment_id, args.port)}")
     os.execv(cmd[0], cmd)
 
 

@@ -2,6 +2,7 @@
 study's resource and resume choices that need no trial."""
 
 import json
+import shutil
 import socket
 import subprocess
 import sys
@@ -71,25 +72,44 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-def test_ui_command_serves_the_store(tmp_path):
+def test_ui_command_serves_the_store_and_opens_on_the_runs(tmp_path):
+    """A live `study.ui`: the address it prints answers, and a real browser (Debian's chromium,
+    headless) shows the study's run there, in the runs table rather than the GenAI overview."""
+    from mlflow.tracking import MlflowClient
+
+    from study.ui import runs_url
+
     store = Store.at(tmp_path / "mlruns")
-    store.experiment_id("digits")
+    experiment = store.experiment_id("digits")
+    MlflowClient(store.tracking_uri).create_run(experiment, run_name="study-run-to-find",
+                                                tags={"study": "s"})
     port = _free_port()
     proc = subprocess.Popen([sys.executable, "-m", "study.ui", "--store", str(store.root),
                              "--port", str(port)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     try:
+        url = runs_url(experiment, port)
+        assert f"the runs of digits: {url}" in proc.stderr.readline() + proc.stderr.readline()
         deadline, body = time.time() + 120, None
         while time.time() < deadline and body is None:
             try:
-                url = f"http://127.0.0.1:{port}/ajax-api/2.0/mlflow/experiments/search"
-                req = urllib.request.Request(url, data=b'{"max_results": 10}',
+                api = f"http://127.0.0.1:{port}/ajax-api/2.0/mlflow/experiments/search"
+                req = urllib.request.Request(api, data=b'{"max_results": 10}',
                                              headers={"Content-Type": "application/json"})
                 body = json.loads(urllib.request.urlopen(req, timeout=5).read())
             except OSError:
                 time.sleep(1)
         assert body is not None, "the UI never answered"
         assert "digits" in {e["name"] for e in body["experiments"]}
+        browser = shutil.which("chromium")
+        if browser is None:
+            pytest.skip("no chromium here to render the page: apt-get install chromium")
+        dom = subprocess.run(
+            [browser, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'chromium'}", "--virtual-time-budget=20000",
+             "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
+        assert "study-run-to-find" in dom
     finally:
         proc.terminate()
         proc.wait(timeout=30)
