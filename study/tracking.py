@@ -9,15 +9,17 @@ store has no concurrent writers however many trials run at once.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
-from mlflow.entities import Metric, Param
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param
 from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
 from study._cli import format_params
 from trainables.tune_trainable import (
+    DATA,
     ENCODER_FILE,
     FINAL,
     FINISHED,
@@ -93,9 +95,24 @@ class MlflowTracking(Callback):
         metrics = [Metric(k, v, now, step) for k, v in result.get(METRICS, {}).items()]
         metrics += [Metric(k, v, now, step) for k, v in result.get(FINAL, {}).items()]
         self.client.log_batch(run_id, metrics=metrics)
+        if DATA in result:
+            self._log_dataset(run_id, result[DATA])
         if result.get("diverged"):
             self.client.set_tag(run_id, "diverged", "true")
             self.client.set_terminated(run_id, "FAILED")
+
+    def _log_dataset(self, run_id: str, data: dict) -> None:
+        """The run's data set as an MLflow dataset input: the runs table's Dataset column."""
+        sizes = {k: data[k] for k in ("pretrain", "train", "val", "test")}
+        dataset = Dataset(
+            name=data["name"], digest=data["digest"], source_type="local",
+            source=json.dumps({"data_dir": self.trial_setup.base.get("data_dir"),
+                               "subset": self.trial_setup.base.get("subset")}),
+            schema=json.dumps({"images": f"uint8 {data['shape']}", "labels": "int64"}),
+            profile=json.dumps(sizes),
+        )
+        self.client.log_inputs(run_id, datasets=[
+            DatasetInput(dataset, tags=[InputTag("mlflow.data.context", "training")])])
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         result, run_id = trial.last_result or {}, self.run_id(trial)

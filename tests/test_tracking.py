@@ -130,6 +130,10 @@ def test_tracking_logs_a_finished_trial_with_its_artifacts(trial, tmp_path):
     run = client.get_run(tracking.runs["t1"])
     assert run.info.status == "FINISHED"
     assert run.data.tags["mlflow.parentRunId"] == tracking.parent_run_id
+    (data,) = run.inputs.dataset_inputs  # the runs table's Dataset column
+    assert data.dataset.name == "digits" and len(data.dataset.digest) == 16
+    sizes = json.loads(data.dataset.profile)
+    assert sizes == {"pretrain": 300, "train": 300, "val": 144, "test": 359}  # of 1797
     assert run.data.params["tau"] == "0.37" and run.data.params["threshold"] == "0.21"
     assert run.data.params["budget"] == "smoke"
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "knn_val_acc")]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import hashlib
 import os
 import shutil
 import sys
@@ -58,6 +59,17 @@ class DataBundle:
     val_y: torch.Tensor
     test_x: torch.Tensor
     test_y: torch.Tensor
+
+    def describe(self) -> dict:
+        """Name, split sizes and a digest of the held-out parts (validation and test images and
+        labels): what a run trained and was measured on, for its tracking record."""
+        h = hashlib.sha256(self.spec.name.encode())
+        for t in (self.val_x, self.val_y, self.test_x, self.test_y):
+            h.update(t.detach().cpu().contiguous().numpy().tobytes())
+        sizes = {"pretrain": len(self.pretrain), "train": len(self.train_x),
+                 "val": len(self.val_x), "test": len(self.test_x)}
+        return {"name": self.spec.name, **sizes, "digest": h.hexdigest()[:16],
+                "shape": list(self.train_x.shape[1:])}
 
     def to(self, device: torch.device | str) -> DataBundle:
         """The bundle on ``device``; tensors that are one tensor here stay one tensor there

@@ -29,6 +29,7 @@ from trainables.train import Trainer, resolve_device
 OBJECTIVE = "knn_val_acc"
 FINISHED = "trial_finished"
 METRICS = "metrics"  # the result key holding the epoch's metrics, {name: value}, step = epoch
+DATA = "data"  # the first result of a trial process: DataBundle.describe() of its data set
 FINAL = "final"  # the result key holding the final evaluation's scalars (last epoch only)
 WORST = 0.0  # what a diverged trial reports: finite, never NaN (Optuna would hang on NaN)
 CHECKPOINT_FILE, FINAL_FILE, REPORT_DIR = "trainer.pt", "final.json", "report"
@@ -102,6 +103,7 @@ def run_trial(config: dict, setup: dict) -> None:
     else:
         trainer = Trainer(cfg)
 
+    data = trainer.data.describe()
     while trainer.epoch < cfg.epochs:
         _maybe_fail(s, trial_id, trainer.epoch + 1)
         record = trainer.train_epoch()
@@ -111,6 +113,8 @@ def run_trial(config: dict, setup: dict) -> None:
             "diverged": not all(math.isfinite(v) for v in record["loss"]),
             METRICS: epoch_metrics(record),
         }
+        if data is not None:
+            result[DATA], data = data, None
         if result["diverged"]:
             result[OBJECTIVE] = WORST
             # The kNN of NaN features is noise, not a measurement: left out like the NaNs.
