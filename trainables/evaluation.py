@@ -86,8 +86,8 @@ def linear_probes(
     still a linear classifier on the representation); weights start at zero. The classifiers
     train together, stacked by feature width into one batched matmul per step, on the same
     minibatches: their parameters are disjoint and Adam acts elementwise, so each ends exactly as
-    if trained alone, with K times fewer steps to launch. Returns the final accuracies; nothing is
-    selected on validation or test.
+    if trained alone, with one matmul per distinct width per step instead of one per probe.
+    Returns the final accuracies; nothing is selected on validation or test.
     """
     device = train_y.device
     stats = [(x.mean(0), x.std(0).clamp_min(1e-6)) for x in train_x]
