@@ -1,12 +1,14 @@
 """Search spaces: ``search_spaces/<dataset>.yaml`` loaded into typed, validated dataclasses.
 
 A file holds the data set, the model, the paper's training protocol (``train``), what Optuna
-searches (``search``: parameter -> distribution), the points evaluated first and the budgets.
+searches (``search``: parameter -> distribution), the points evaluated first, the budgets, and
+the paper's experiments as grids (``grids``: name -> parameter -> values, run by ``--grid``).
 Every error names the file, the key and what is allowed.
 """
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import MISSING, dataclass, field, fields
 from importlib import resources
 from pathlib import Path
@@ -20,7 +22,8 @@ from trainables.models import ARCHS, allowed_K
 
 SEARCHABLE = ("threshold", "tau", "K", "subsample", "lr", "weight_decay")
 DISTRIBUTIONS = ("float", "int", "categorical")
-BUDGETS = ("smoke", "short", "paper")
+BUDGETS = ("smoke", "laptop", "short", "paper")
+NONE_WORDS = ("none", "null")  # a grid's threshold ``none``: Eq. (1), as YAML's null
 
 
 @dataclass
@@ -63,6 +66,7 @@ class Budget:
     width: float | None = None  # overrides model.width (narrow nets for CPU budgets)
     linear_epochs: int | None = None  # overrides train.linear_epochs
     checkpoint_every: int = 1
+    seeds: int = 3  # seeds per cell of a grid (--grid), and per point of a re-run (--config)
 
 
 @dataclass
@@ -73,6 +77,7 @@ class SearchSpace:
     search: dict[str, Distribution]
     budgets: dict[str, Budget]
     points_to_evaluate: list[dict] = field(default_factory=list)
+    grids: dict[str, dict[str, list]] = field(default_factory=dict)
     source: str = ""
 
     def budget(self, name: str) -> Budget:
@@ -81,6 +86,14 @@ class SearchSpace:
                 f"{self.source}: budget {name!r} is not defined; allowed: {', '.join(self.budgets)}"
             )
         return self.budgets[name]
+
+    def grid(self, name: str) -> list[dict]:
+        """The cells of grid ``name``: every combination of its values, in the file's order."""
+        if name not in self.grids:
+            raise ConfigError(f"{self.source}: grid {name!r} is not defined; allowed: "
+                              f"{', '.join(self.grids) or 'none (add a grids: section)'}")
+        names, values = zip(*self.grids[name].items())
+        return [dict(zip(names, combo)) for combo in itertools.product(*values)]
 
 
 def space_path(dataset: str) -> Path:
@@ -144,7 +157,12 @@ def parse_space(raw: object, source: str) -> SearchSpace:
             raise where.error(key, f"must set exactly the searched parameters "
                               f"{', '.join(search)}, got {point!r}")
         _check_value(where, key, point, model.arch)
-    return SearchSpace(dataset, model, train, search, budgets, list(points), source)
+    grids = raw.get("grids") or {}
+    if not isinstance(grids, dict):
+        raise where.error("grids", f"must map grid names to {{parameter: [values]}}, got {grids!r}")
+    grids = {name: _grid(where, f"grids.{name}", spec, model.arch)
+             for name, spec in grids.items()}
+    return SearchSpace(dataset, model, train, search, budgets, list(points), grids, source)
 
 
 class _Where:
@@ -187,7 +205,7 @@ def _check_value(where: _Where, prefix: str, values: dict, arch: str, nest: bool
     for name, v in values.items():
         key = f"{prefix}.{name}" if nest else prefix
         if name == "threshold" and v is not None and (not _number(v) or not -1 <= v <= 1):
-            raise where.error(key, f"{v!r} is outside [-1, 1] (or null for Eq. (1))")
+            raise where.error(key, f"{v!r} is outside [-1, 1] (or null / none for Eq. (1))")
         if name == "K" and v not in allowed_K(arch):
             raise where.error(key, f"{v!r} does not divide {arch}; allowed: "
                               f"{', '.join(map(str, allowed_K(arch)))}")
@@ -221,9 +239,32 @@ def _distribution(where: _Where, key: str, raw: object, name: str, arch: str) ->
     return d
 
 
+def _grid(where: _Where, key: str, raw: object, arch: str) -> dict[str, list]:
+    """A grid: searchable parameter -> the list of its values (``none`` for no threshold)."""
+    if not isinstance(raw, dict) or not raw:
+        raise where.error(key, f"must map parameters to lists of values; allowed parameters: "
+                          f"{', '.join(SEARCHABLE)}")
+    grid = {}
+    for name, values in raw.items():
+        if name not in SEARCHABLE:
+            raise where.error(f"{key}.{name}", f"is not a grid parameter; allowed: "
+                              f"{', '.join(SEARCHABLE)}")
+        if not isinstance(values, list) or not values:
+            values = [values]  # a single value fixes the parameter for every cell
+        if name == "threshold":
+            values = [None if isinstance(v, str) and v.lower() in NONE_WORDS else v
+                      for v in values]
+        for v in values:
+            _check_value(where, f"{key}.{name}", {name: v}, arch, nest=False)
+        if len(set(map(repr, values))) < len(values):
+            raise where.error(f"{key}.{name}", f"repeats a value in {values!r}")
+        grid[name] = values
+    return grid
+
+
 def _budget(where: _Where, key: str, raw: object) -> Budget:
     b = _dataclass(where, key, raw, Budget)
-    for name in ("epochs", "trials", "concurrency", "grace_period", "checkpoint_every"):
+    for name in ("epochs", "trials", "concurrency", "grace_period", "checkpoint_every", "seeds"):
         v = getattr(b, name)
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
             raise where.error(f"{key}.{name}", f"{v!r} must be an integer >= 1")

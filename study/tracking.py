@@ -72,12 +72,20 @@ class MlflowTracking(Callback):
 
     def _create_run(self, trial) -> str:
         cfg = trial_config(trial.config, self.trial_setup.base)
-        shown = {k: getattr(cfg, k) for k in ("threshold", "tau", "K", "seed")}
+        tags = {"mlflow.parentRunId": self.parent_run_id, "study": self.study,
+                "trial_id": trial.trial_id}
+        point = trial.config.get("point")
+        if point is not None:
+            # A grid cell or a re-run point: what its seeds share (the report groups on it).
+            cell = {k: point[k] for k in ("K", "threshold", "subsample", "tau", "lr",
+                                          "weight_decay") if k in point}
+            tags["cell"] = format_params(cell)
+        shown = {k: getattr(cfg, k) for k in ("threshold", "tau", "K")}
+        if point is not None and "subsample" in point:
+            shown["subsample"] = cfg.subsample
+        shown["seed"] = cfg.seed
         run = self.client.create_run(
-            self.experiment_id,
-            run_name=f"{trial.trial_id} {format_params(shown)}",
-            tags={"mlflow.parentRunId": self.parent_run_id, "study": self.study,
-                  "trial_id": trial.trial_id},
+            self.experiment_id, run_name=f"{trial.trial_id} {format_params(shown)}", tags=tags,
         )
         s = self.trial_setup
         params = {**cfg.to_dict(), **self.params, "linear_epochs": s.linear_epochs,

@@ -50,10 +50,14 @@ def parse_args(argv: list[str] | None):
     p.add_argument("--store", default="mlruns", help="folder of the local records")
     p.add_argument("--data-dir", default="data")
     p.add_argument("--seed", type=int, default=0, help="seeds the sampler and every trial")
+    p.add_argument("--grid", default=None,
+                   help="run a grid of the space's YAML (table1, ablation, tsweep, ...): every "
+                        "cell x seed trained to its end, no search, no early stopping")
     p.add_argument("--config", type=Path, default=None,
                    help="a study.export YAML: re-run its chosen points (no search)")
-    p.add_argument("--seeds", type=int, default=3,
-                   help="with --config: seeds per point, from --seed on")
+    p.add_argument("--seeds", type=int, default=None,
+                   help="with --grid or --config: seeds per cell, from --seed on "
+                        "(default: the budget's, 3 unless it says otherwise)")
     return p.parse_args(argv)
 
 
@@ -77,6 +81,7 @@ class Plan:
     created: float = 0.0
     config_file: str = ""  # re-run the points of a study.export file over ``seeds`` seeds
     seeds: int = 1
+    grid: str = ""  # run the cells of this grid of the space over ``seeds`` seeds
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,12 +127,20 @@ def _new_plan(store: Store, args) -> Plan:
             raise ConfigError(f"--{flag.replace('_', '-')} {value} must be "
                               f"{'> 0' if flag == 'cpus_per_trial' else '>= 0'}")
     trials, epochs = args.trials or budget.trials, args.epochs or budget.epochs
+    seeds = args.seeds if args.seeds is not None else budget.seeds
+    if args.grid is not None and args.config is not None:
+        raise ConfigError("--grid and --config are two kinds of study; give one")
+    if seeds < 1:
+        raise ConfigError(f"--seeds {seeds} must be >= 1")
     if args.config is not None:
-        if args.seeds < 1:
-            raise ConfigError(f"--seeds {args.seeds} must be >= 1")
         # Every exported point over every seed, each for its own epochs unless --epochs.
-        trials, epochs = len(export_points(args.config)) * args.seeds, args.epochs or 0
-    kind = "rerun" if args.config is not None else budget_name
+        trials, epochs = len(export_points(args.config)) * seeds, args.epochs or 0
+    elif args.grid is not None:
+        trials = len(space.grid(args.grid)) * seeds  # every cell over every seed
+    elif args.seeds is not None:
+        raise ConfigError("--seeds goes with --grid or --config (a search samples its points)")
+    kind = ("rerun" if args.config is not None
+            else f"{args.grid}-{budget_name}" if args.grid is not None else budget_name)
     study = args.study_name or f"{args.dataset}-{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
     if store.study_file(study).exists():
         raise ConfigError(f"study {study!r} exists in {store.root}; add --resume to continue it "
@@ -139,7 +152,8 @@ def _new_plan(store: Store, args) -> Plan:
         cpus_per_trial=0.0, data_dir=str(Path(args.data_dir).expanduser().resolve()),
         seed=args.seed, created=time.time(),
         config_file=str(args.config.resolve()) if args.config is not None else "",
-        seeds=args.seeds if args.config is not None else 1,
+        seeds=seeds if args.config is not None or args.grid is not None else 1,
+        grid=args.grid or "",
     )
 
 
@@ -212,6 +226,9 @@ def _run_study(store: Store, plan: Plan, space: SearchSpace, resume: bool) -> in
     log(f"study {plan.study}: {plan.dataset}, budget {plan.budget} ({plan.trials} trials x "
         f"{plan.epochs} epochs, {plan.concurrency} at once, {plan.gpus_per_trial:g} GPU + "
         f"{plan.cpus_per_trial:g} CPU each), space {plan.space_file}")
+    if plan.grid:
+        log(f"grid {plan.grid}: {len(space.grid(plan.grid))} cells x {plan.seeds} seeds "
+            f"({plan.seed}..{plan.seed + plan.seeds - 1}), {space.grids[plan.grid]}")
     log(f"MLflow: {store.tracking_uri}   Optuna: {store.optuna_url}")
     if not resume:
         plan.experiment_id = store.experiment_id(plan.dataset)
@@ -228,8 +245,8 @@ def _run_study(store: Store, plan: Plan, space: SearchSpace, resume: bool) -> in
             raise ConfigError(f"study {plan.study!r} has no Ray Tune state at {path} to resume")
         log(f"resuming {plan.study} from {path}")
         tuner = tune.Tuner.restore(str(path), trainable, resume_errored=True)
-    elif plan.config_file:
-        tuner = _rerun_tuner(store, plan, trainable, setup)
+    elif plan.config_file or plan.grid:
+        tuner = _rerun_tuner(store, plan, space, trainable, setup)
     else:
         tuner = _new_tuner(store, plan, space, trainable, setup)
     results = tuner.fit()
@@ -251,11 +268,17 @@ def _parent_run(store: Store, plan: Plan, space: SearchSpace) -> str:
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(store.tracking_uri)
-    run = client.create_run(plan.experiment_id, run_name=plan.study,
-                            tags={"study": plan.study, "kind": "study"})
+    kind = "grid" if plan.grid else "rerun" if plan.config_file else "search"
+    tags = {"study": plan.study, "kind": "study", "study_kind": kind}
+    if plan.grid:
+        tags["grid"] = plan.grid
+    run = client.create_run(plan.experiment_id, run_name=plan.study, tags=tags)
     params = {k: v for k, v in plan.__dict__.items() if k not in ("parent_run_id", "created")}
     params["git_commit"] = git_commit()
-    params["search"] = ", ".join(space.search)
+    if plan.grid:
+        params["grid_values"] = str(space.grids[plan.grid])
+    else:
+        params["search"] = ", ".join(space.search)
     client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()])
     return run.info.run_id
 
@@ -339,16 +362,20 @@ def _run_config(store: Store, plan: Plan, setup: TrialSetup):
     )
 
 
-def _rerun_tuner(store: Store, plan: Plan, trainable, setup: TrialSetup):
-    """Every point of an export file with ``plan.seeds`` seeds, each trained to its end."""
+def _rerun_tuner(store: Store, plan: Plan, space: SearchSpace, trainable, setup: TrialSetup):
+    """Every cell of a grid, or every point of an export file, with ``plan.seeds`` seeds, each
+    trained to its end (no searcher, no scheduler)."""
     from ray import tune
 
-    points = []
-    for point in export_points(plan.config_file):
-        point = {k: v for k, v in point.items() if k not in ("data_dir", "seed")}
-        if plan.epochs:
-            point["epochs"] = plan.epochs
-        points.append(point)
+    if plan.grid:
+        points = space.grid(plan.grid)  # overrides of the study's base (the space's train:)
+    else:
+        points = []
+        for point in export_points(plan.config_file):
+            point = {k: v for k, v in point.items() if k not in ("data_dir", "seed")}
+            if plan.epochs:
+                point["epochs"] = plan.epochs
+            points.append(point)
     seeds = list(range(plan.seed, plan.seed + plan.seeds))
     return tune.Tuner(
         trainable,
