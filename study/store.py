@@ -71,7 +71,7 @@ class Store:
         ]
         mine = sorted((r["created"], name) for r, name in records if r["dataset"] == dataset)
         if not mine:
-            raise ConfigError(f"no study of {dataset} to resume in {self.root}")
+            raise ConfigError(f"no study of {dataset} in {self.root}")
         return mine[-1][1]
 
     def experiment_id(self, dataset: str) -> str:

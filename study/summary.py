@@ -92,6 +92,7 @@ def print_summary(store: Store, study: str, dataset: str, parent_run_id: str,
         client.set_terminated(parent_run_id, "FINISHED")
     log(f"\nexport the best T per K:  python -m study.export --dataset {dataset} --study {study}"
         + _store_flag(store))
+    log(f"the study's report:       python -m study.report --study {study}" + _store_flag(store))
     experiment_id = client.get_run(parent_run_id).info.experiment_id
     log("browse every trial:       python -m study.ui" + _store_flag(store)
         + f", then open {runs_url(experiment_id)}")

@@ -121,7 +121,7 @@ def test_a_bare_resume_takes_the_latest_study_of_the_dataset(tmp_path):
     store.save_study("new", {"dataset": "digits", "created": 2.0})
     store.save_study("other", {"dataset": "fmnist", "created": 3.0})
     assert store.latest_study("digits") == "new"
-    with pytest.raises(ConfigError, match="no study of cifar10 to resume"):
+    with pytest.raises(ConfigError, match="no study of cifar10 in "):
         store.latest_study("cifar10")
 
 

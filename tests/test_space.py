@@ -12,8 +12,8 @@ PAPER_POINT = {"fmnist": 0.3, "cifar10": 0.0, "stl10": -0.4, "digits": 0.0}
 def test_shipped_spaces_load_with_the_papers_point_first(dataset):
     space = load_space(space_path(dataset))
     assert space.dataset == dataset
-    assert set(space.budgets) == {"smoke", "short", "paper"}
-    assert space.budgets["paper"].epochs == 1000
+    assert {"smoke", "short", "paper"} <= set(space.budgets)
+    assert space.budgets["paper"].epochs == 1000 and space.budgets["paper"].seeds == 5
     assert {"threshold", "tau", "K"} <= set(space.search)
     first = space.points_to_evaluate[0]
     assert first["threshold"] == PAPER_POINT[dataset] and first["tau"] == 0.5
@@ -21,6 +21,24 @@ def test_shipped_spaces_load_with_the_papers_point_first(dataset):
     K = {"fmnist": [1, 2, 4, 8], "cifar10": [1, 4, 8, 16], "stl10": [1, 4, 8, 16]}
     if dataset in K:
         assert space.search["K"].choices == K[dataset]
+        # The paper's grids: every K against Eq. (1) at the paper's T; the deepest K's ablation
+        # and threshold sweep around the paper's T.
+        T, deepest = PAPER_POINT[dataset], K[dataset][-1]
+        assert space.grid("table1") == [{"K": k, "threshold": t}
+                                        for k in K[dataset] for t in (None, T)]
+        assert space.grid("ablation") == [{"K": deepest, "threshold": T, "subsample": s}
+                                          for s in ("pos", "neg", "both")]
+        sweep = [c["threshold"] for c in space.grid("tsweep")]
+        assert sweep[0] is None and min(sweep[1:]) < T < max(sweep[1:]) and T in sweep
+        assert {c["K"] for c in space.grid("tsweep")} == {deepest}
+    else:  # digits: small offline versions of the same three
+        assert set(space.grids) == {"table1", "ablation", "tsweep"}
+
+
+def test_fmnist_has_a_laptop_budget_between_smoke_and_short():
+    b = load_space(space_path("fmnist")).budgets
+    assert b["smoke"].epochs < b["laptop"].epochs < b["short"].epochs
+    assert b["laptop"].width < 1 and b["laptop"].subset and b["laptop"].seeds == 2
 
 
 GOOD = """
@@ -32,19 +50,27 @@ search:
   K: {type: categorical, choices: [1, 2, 4]}
 budgets:
   smoke: {epochs: 2, trials: 2}
+grids:
+  pair: {K: [1, 2], threshold: [none, 0.3]}
 """
 
 
 @pytest.mark.parametrize(
     "old,new,message",
     [
-        ("search:", "serch:", "serch is not a known key; allowed: budgets, dataset, model"),
+        ("search:", "serch:", "serch is not a known key; allowed: budgets, dataset, grids, model"),
         ("high: 0.9", "high: 1.5", "search.threshold.high 1.5 is outside [-1, 1]"),
         ("[1, 2, 4]", "[1, 3]", "search.K 3 does not divide resnet18; allowed: 1, 2, 4, 8"),
         ("type: float", "type: normal", "search.threshold.type 'normal' is unknown"),
         ("arch: resnet18", "arch: resnet34", "model.arch 'resnet34' is unknown"),
         ("epochs: 2", "epochs: 0", "budgets.smoke.epochs 0 must be an integer >= 1"),
-        ("smoke:", "fast:", "budgets.fast is unknown; allowed: smoke, short, paper"),
+        ("smoke:", "fast:", "budgets.fast is unknown; allowed: smoke, laptop, short, paper"),
+        ("{K: [1, 2],", "{k: [1, 2],", "grids.pair.k is not a grid parameter; allowed: threshold,"),
+        ("[none, 0.3]", "[none, 1.3]", "grids.pair.threshold 1.3 is outside [-1, 1]"),
+        ("[none, 0.3]", "[nothing]", "grids.pair.threshold 'nothing' is outside [-1, 1]"),
+        ("{K: [1, 2],", "{K: [1, 5],", "grids.pair.K 5 does not divide resnet18"),
+        ("[none, 0.3]", "[0.3, 0.3]", "grids.pair.threshold repeats a value in [0.3, 0.3]"),
+        ("pair: {", "pair: 3 #", "grids.pair must map parameters to lists of values"),
         ("batch_size: 128", "batchsize: 128", "train.batchsize is not a known key"),
     ],
 )
@@ -60,4 +86,9 @@ def test_bad_space_names_file_key_and_allowed(tmp_path, old, new, message):
 def test_good_space_loads(tmp_path):
     path = tmp_path / "space.yaml"
     path.write_text(GOOD)
-    assert load_space(path).budgets["smoke"].trials == 2
+    space = load_space(path)
+    assert space.budgets["smoke"].trials == 2 and space.budgets["smoke"].seeds == 3
+    assert space.grid("pair") == [{"K": 1, "threshold": None}, {"K": 1, "threshold": 0.3},
+                                  {"K": 2, "threshold": None}, {"K": 2, "threshold": 0.3}]
+    with pytest.raises(ConfigError, match=f"{path}: grid 'nope' is not defined; allowed: pair"):
+        space.grid("nope")

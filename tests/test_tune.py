@@ -2,6 +2,7 @@
 
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -128,6 +129,19 @@ def test_study_tracks_every_trial_as_it_ended_and_exports(ray_session, tmp_path)
     config = load_export(out)
     assert (config["threshold"], config["tau"], config["K"]) == (0.21, 0.37, 2)
 
+    # The report of a search: the best T per K, the landscape with each trial's fate, Optuna's
+    # history; the trials table says which trial diverged and which was stopped early.
+    from study.report import main as report
+
+    assert report(["--study", "s1", "--store", str(store.root), "--out",
+                   str(tmp_path / "report")]) == 0
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert 'id="search"' in page and "Optimisation history" in page and "The T landscape" in page
+    best_row = re.search(r"<h3>Best T per K.*?<tbody>(.*?)</tbody>", page).group(1)
+    assert best_row.startswith("<tr><td>2</td><td>0.21</td><td>0.37</td>")
+    states = re.findall(r"<td>(finished|stopped early|diverged)</td></tr>", page)
+    assert sorted(states) == ["diverged", "finished", "stopped early"]
+
 
 @pytest.mark.slow
 def test_interrupted_study_resumes_with_every_trial_once(ray_session, tmp_path):
@@ -237,6 +251,11 @@ def _cli(*args, cwd):
         # Nothing listens on port 1: one line within seconds, not Ray's minutes of retries.
         (["--dataset", "digits", "--address", "127.0.0.1:1"],
          "error: --address 127.0.0.1:1: nothing answers there (Connection refused); start a head"),
+        (["--dataset", "digits", "--grid", "table2"],
+         "search_spaces/digits.yaml: grid 'table2' is not defined; allowed: table1, ablation, "
+         "tsweep"),
+        (["--dataset", "digits", "--seeds", "2"], "error: --seeds goes with --grid or --config"),
+        (["--dataset", "digits", "--grid", "table1", "--seeds", "0"], "error: --seeds 0 must be"),
         (["--dataset", "digits", "--address", "somewhere"],
          "error: --address 'somewhere' is not HOST:PORT, ray://HOST:PORT or auto"),
     ],
