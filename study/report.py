@@ -411,8 +411,11 @@ def fig_accuracy_vs_threshold(record: StudyRecord, metric: str, title: str) -> s
                     x, y = zip(*pts)
                     ax.scatter(x, 100 * np.array(y), marker=marker, color=color,
                                label=f"K={K} {state}")
-        ax.axvline(left + 0.075, color="grey", lw=0.5)
-        ax.set_xlabel("threshold T (points left of the grey line: none, Eq. (1))")
+        if any(t.threshold is None for t in record.trials):
+            ax.axvline(left + 0.075, color="grey", lw=0.5)
+            ax.set_xlabel("threshold T (left of the grey line: none, Eq. (1))")
+        else:
+            ax.set_xlabel("threshold T")
         ax.set_ylabel(f"{title} %")
         if record.dataset in PAPER_T:
             ax.axvline(PAPER_T[record.dataset], color="red", ls="--", lw=1, label="paper's T")
