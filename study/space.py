@@ -2,7 +2,8 @@
 
 A file holds the data set, the model, the paper's training protocol (``train``), what Optuna
 searches (``search``: parameter -> distribution), the points evaluated first, the budgets, and
-the paper's experiments as grids (``grids``: name -> parameter -> values, run by ``--grid``).
+the paper's experiments as grids (``grids``: name -> parameter -> values, run by ``--grid``) and
+how many finished trials keep their encoder's weights (``keep_weights``: N best, or ``all``).
 Every error names the file, the key and what is allowed.
 """
 
@@ -78,6 +79,7 @@ class SearchSpace:
     budgets: dict[str, Budget]
     points_to_evaluate: list[dict] = field(default_factory=list)
     grids: dict[str, dict[str, list]] = field(default_factory=dict)
+    keep_weights: int | str = 3  # finished trials whose encoder stays in MLflow, best first
     source: str = ""
 
     def budget(self, name: str) -> Budget:
@@ -162,7 +164,11 @@ def parse_space(raw: object, source: str) -> SearchSpace:
         raise where.error("grids", f"must map grid names to {{parameter: [values]}}, got {grids!r}")
     grids = {name: _grid(where, f"grids.{name}", spec, model.arch)
              for name, spec in grids.items()}
-    return SearchSpace(dataset, model, train, search, budgets, list(points), grids, source)
+    keep = raw.get("keep_weights", 3)
+    if keep != "all" and (not isinstance(keep, int) or isinstance(keep, bool) or keep < 1):
+        raise where.error("keep_weights", f"{keep!r} must be an integer >= 1 or all")
+    return SearchSpace(dataset, model, train, search, budgets, list(points), grids, keep,
+                       source)
 
 
 class _Where:

@@ -58,7 +58,8 @@ def study_rows(store: Store, dataset: str, study: str) -> list[TrialRow]:
             params={k: parse_param(p[k]) for k in SEARCHED if k in p},
             knn_val_acc=m.get("knn_val_acc"), linear_val_acc=m.get("linear_val_acc"),
             linear_test_acc=m.get("linear_test_acc"),
-            model_uri=tags.get("model_uri") or tags.get("encoder_state"),
+            model_uri=tags.get("model_uri") or (tags.get("encoder_state")
+                                                if tags.get("weights_kept") != "false" else None),
             early_stopped=tags.get("early_stopped") == "true",
             diverged=tags.get("diverged") == "true",
         ))

@@ -8,6 +8,7 @@ interrupted study continues with ``--resume``; every finished trial and epoch is
 
 from __future__ import annotations
 
+import argparse
 import math
 import os
 import socket
@@ -55,10 +56,21 @@ def parse_args(argv: list[str] | None):
                         "cell x seed trained to its end, no search, no early stopping")
     p.add_argument("--config", type=Path, default=None,
                    help="a study.export YAML: re-run its chosen points (no search)")
+    p.add_argument("--keep-weights", type=keep_weights_arg, default=None, metavar="N|all",
+                   help="finished trials whose encoder weights stay in MLflow, best first by "
+                        "validation accuracy (default: the space's keep_weights, 3)")
     p.add_argument("--seeds", type=int, default=None,
                    help="with --grid or --config: seeds per cell, from --seed on "
                         "(default: the budget's, 3 unless it says otherwise)")
     return p.parse_args(argv)
+
+
+def keep_weights_arg(text: str) -> int | str:
+    if text == "all":
+        return text
+    if text.isdigit() and int(text) >= 1:
+        return int(text)
+    raise argparse.ArgumentTypeError(f"{text!r} is not an integer >= 1 or all")
 
 
 @dataclass
@@ -82,6 +94,7 @@ class Plan:
     config_file: str = ""  # re-run the points of a study.export file over ``seeds`` seeds
     seeds: int = 1
     grid: str = ""  # run the cells of this grid of the space over ``seeds`` seeds
+    keep_weights: int | str = 3  # finished trials whose encoder stays in MLflow, or "all"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -154,6 +167,7 @@ def _new_plan(store: Store, args) -> Plan:
         config_file=str(args.config.resolve()) if args.config is not None else "",
         seeds=seeds if args.config is not None or args.grid is not None else 1,
         grid=args.grid or "",
+        keep_weights=args.keep_weights or space.keep_weights,
     )
 
 
@@ -351,6 +365,7 @@ def _run_config(store: Store, plan: Plan, setup: TrialSetup):
     tracking = MlflowTracking(
         store.tracking_uri, plan.experiment_id, plan.parent_run_id, plan.study, setup,
         params={"budget": plan.budget, "study": plan.study, "git_commit": git_commit()},
+        keep_weights=plan.keep_weights,
     )
     return tune.RunConfig(
         name=plan.study,

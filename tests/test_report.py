@@ -36,7 +36,7 @@ def grid_study(ray_session, tmp_path_factory):
     store = Store.at(root / "mlruns")
     assert tune(["--dataset", "digits", "--space", str(space), "--budget", "smoke",
                  "--grid", "pair", "--seeds", "2", "--seed", "5", "--cpus-per-trial", "1",
-                 "--gpus-per-trial", "0", "--store", str(store.root),
+                 "--gpus-per-trial", "0", "--store", str(store.root), "--keep-weights", "2",
                  "--study-name", "g"]) == 0
     return store, root
 
@@ -64,6 +64,17 @@ def test_grid_runs_every_cell_once_per_seed_to_its_end(grid_study):
         assert (p["K"], p["tau"], p["width"], p["subset"], p["epochs"]) == (
             "2", "0.37", "0.125", "256", "1")
         assert r.data.tags["cell"] == f"K=2 threshold={p['threshold']} tau=0.37"
+
+    # --keep-weights 2: the two best by validation accuracy hold their encoder, the others not.
+    client = MlflowClient(store.tracking_uri)
+    ranked = sorted(trials, key=lambda r: (r.data.metrics["linear_val_acc"],
+                                           r.data.metrics["knn_val_acc"]), reverse=True)
+    for i, r in enumerate(ranked):
+        files = {a.path for a in client.list_artifacts(r.info.run_id)}
+        kept = i < 2
+        assert r.data.tags["weights_kept"] == str(kept).lower(), i
+        assert ("encoder_state_dict.pt" in files) == kept, (i, files)
+        assert "metrics.json" in files  # the rest of the report stays
 
 
 @pytest.mark.slow
