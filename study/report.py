@@ -49,7 +49,7 @@ class Trial:
 
     trial_id: str
     run_id: str
-    state: str  # finished, stopped early, diverged, failed, running
+    state: str  # finished, stopped early, diverged, failed, running, lost (a killed driver's)
     params: dict
     metrics: dict
     cell: str
@@ -113,7 +113,8 @@ def load_study(store: Store, study: str) -> StudyRecord:
         if "trial_id" not in tags:
             continue
         m = r.data.metrics
-        state = ("diverged" if tags.get("diverged") == "true"
+        state = ("lost" if "lost" in tags
+                 else "diverged" if tags.get("diverged") == "true"
                  else "stopped early" if tags.get("early_stopped") == "true"
                  else "finished" if r.info.status == "FINISHED" and "linear_val_acc" in m
                  else "failed" if r.info.status == "FAILED" else "running")
@@ -389,7 +390,7 @@ def _figure(draw: Callable, size=(6.4, 4.0)) -> str:
 
 
 STATE_MARKERS = {"finished": "o", "stopped early": "x", "diverged": "v", "failed": "v",
-                 "running": "."}
+                 "running": ".", "lost": "."}
 
 
 def fig_accuracy_vs_threshold(record: StudyRecord, metric: str, title: str) -> str:

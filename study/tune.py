@@ -265,6 +265,8 @@ def _run_study(store: Store, plan: Plan, space: SearchSpace, resume: bool) -> in
         tuner = _new_tuner(store, plan, space, trainable, setup)
     results = tuner.fit()
     ended = results.num_terminated + results.num_errors
+    if ended >= plan.trials:
+        close_leftovers(store, plan)
     from study.summary import print_summary
 
     print_summary(store, plan.study, plan.dataset, plan.parent_run_id, ended >= plan.trials)
@@ -275,6 +277,48 @@ def _run_study(store: Store, plan: Plan, space: SearchSpace, resume: bool) -> in
                            else ""))
         return 130
     return 0
+
+
+LOST = "the driver was killed before Ray Tune saved this trial's state; it was not resumed"
+
+
+def close_leftovers(store: Store, plan: Plan) -> None:
+    """Close what a killed driver (SIGKILL, power loss) left open, once every trial has ended.
+
+    A driver killed between creating a trial's run (or Optuna trial) and Ray's next save of the
+    experiment state leaves that run RUNNING: the resumed study does not know the trial and
+    samples another in its place. Every tracked trial is closed by the tracking callback, so a
+    trial run still RUNNING here is such a leftover: it ends KILLED, tagged ``lost``. Optuna's
+    RUNNING trials end FAIL, so that the sampler and the report never wait on them.
+    """
+    import optuna
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(store.tracking_uri)
+    open_runs = client.search_runs(
+        [plan.experiment_id],
+        filter_string=f"tags.study = '{plan.study}' and attributes.status = 'RUNNING'",
+        max_results=10_000,
+    )
+    lost = [r for r in open_runs if "trial_id" in r.data.tags]
+    for r in lost:
+        client.set_tag(r.info.run_id, "lost", LOST)
+        client.set_terminated(r.info.run_id, "KILLED")
+    failed = 0
+    if not (plan.grid or plan.config_file):
+        storage = optuna.storages.RDBStorage(store.optuna_url)
+        try:
+            study = optuna.load_study(study_name=f"{plan.dataset}/{plan.study}", storage=storage)
+        except KeyError:
+            study = None
+        running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)) \
+            if study is not None else []
+        for t in running:
+            storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+        failed = len(running)
+    if lost or failed:
+        log(f"closed what a killed driver left open: {len(lost)} MLflow run(s) (now KILLED, "
+            f"tag lost), {failed} Optuna trial(s) (now FAIL)")
 
 
 def _parent_run(store: Store, plan: Plan, space: SearchSpace) -> str:

@@ -174,6 +174,69 @@ def test_interrupted_study_resumes_with_every_trial_once(ray_session, tmp_path):
 
 
 @pytest.mark.slow
+def test_study_resumes_after_its_driver_is_killed(ray_session, tmp_path):
+    """SIGKILL of the driver and its Ray (power loss) in the middle of a trial: --resume ends
+    the study with one run per trial, none RUNNING in MLflow or Optuna."""
+    store = Store.at(tmp_path / "mlruns")
+    args = [*SMOKE, "--trials", "3", "--epochs", "2", "--concurrency", "1",
+            "--gpus-per-trial", "0", "--store", str(store.root), "--study-name", "s5"]
+    with open(tmp_path / "stdout.log", "w") as stdout:
+        proc = subprocess.Popen([sys.executable, "-m", "study.tune", *args], stdout=stdout,
+                                stderr=subprocess.PIPE, text=True, start_new_session=True)
+        deadline = time.time() + 300
+        for line in proc.stderr:
+            if "] epoch 1/2" in line or time.time() > deadline:
+                break
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and every process it started
+        proc.wait(timeout=60)
+    _, _, before = _runs(store, "s5")
+    assert [r.info.status for r in before] == ["RUNNING"], "killed too early or too late"
+
+    assert main(["--dataset", "digits", "--resume", "--study-name", "s5",
+                 "--store", str(store.root)]) == 0
+    client, parent, trials = _runs(store, "s5")
+    assert parent[0].info.status == "FINISHED"
+    ids = [r.data.tags["trial_id"] for r in trials if "lost" not in r.data.tags]
+    assert len(ids) == 3 and len(set(ids)) == 3  # one MLflow run per trial
+    assert all(r.info.status in ("FINISHED", "KILLED") for r in trials)
+    assert "RUNNING" not in _optuna_states(store, "s5")
+    # The trial that was running went on in its own run from its checkpoint.
+    resumed = next(r for r in trials if r.info.run_id == before[0].info.run_id)
+    steps = [m.step for m in client.get_metric_history(resumed.info.run_id, "knn_val_acc")]
+    assert sorted(steps) == list(range(1, len(steps) + 1))
+
+
+def test_leftovers_of_a_killed_driver_are_closed(tmp_path):
+    """What Ray's last saved state did not know: a trial run and an Optuna trial left RUNNING."""
+    import optuna
+
+    from study.tune import LOST, Plan, close_leftovers
+
+    store = Store.at(tmp_path / "mlruns")
+    experiment = store.experiment_id("digits")
+    client = MlflowClient(store.tracking_uri)
+    parent = client.create_run(experiment, tags={"study": "s"}).info.run_id
+    done = client.create_run(experiment, tags={"study": "s", "trial_id": "a"}).info.run_id
+    client.set_terminated(done, "FINISHED")
+    left = client.create_run(experiment, tags={"study": "s", "trial_id": "b"}).info.run_id
+    other = client.create_run(experiment, tags={"study": "t", "trial_id": "c"}).info.run_id
+    study = optuna.create_study(study_name="digits/s", storage=store.optuna_url)
+    study.ask()
+    study.tell(study.ask(), 0.5)
+    plan = Plan(study="s", dataset="digits", space_file="", budget="smoke", trials=2, epochs=1,
+                concurrency=1, gpus_per_trial=0, cpus_per_trial=1, data_dir="", seed=0,
+                parent_run_id=parent, experiment_id=experiment)
+    close_leftovers(store, plan)
+    assert client.get_run(left).info.status == "KILLED"
+    assert client.get_run(left).data.tags["lost"] == LOST
+    assert client.get_run(done).info.status == "FINISHED" and "lost" not in \
+        client.get_run(done).data.tags
+    assert client.get_run(other).info.status == "RUNNING"  # another study's: untouched
+    assert client.get_run(parent).info.status == "RUNNING"  # the summary closes the parent
+    assert _optuna_states(store, "s") == ["FAIL", "COMPLETE"]
+
+
+@pytest.mark.slow
 def test_failed_trial_resumes_from_its_checkpoint_in_its_own_run(
     ray_session, tmp_path, monkeypatch
 ):
