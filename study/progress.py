@@ -1,14 +1,23 @@
-"""What the driver adds to Ray Tune: an epoch line per trial, and Optuna states that say what
-happened (a trial stopped early by ASHA ends PRUNED in Optuna; ``study.tracking`` marks its
-MLflow run KILLED)."""
+"""What the driver adds to Ray Tune: its console (a line per trial event, a study line now and
+then, the libraries' own records in a log file), and Optuna states that say what happened (a
+trial stopped early by ASHA ends PRUNED in Optuna; ``study.tracking`` marks its MLflow run
+KILLED)."""
 
 from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 from ray.tune import Callback
 from ray.tune.search.optuna import OptunaSearch
 
 from study._cli import format_params, log
-from trainables.tune_trainable import FINAL, FINISHED, OBJECTIVE
+from trainables.tune_trainable import FINAL, FINISHED, METRICS, OBJECTIVE
 
 
 class StudySearch(OptunaSearch):
@@ -25,19 +34,51 @@ class StudySearch(OptunaSearch):
 
 
 class Progress(Callback):
-    """One line per trial and epoch, and one when a trial ends."""
+    """The study's console: one line per trial event (started, epoch, finished, stopped early,
+    failed, retried) and, every ``status_every`` seconds, one study line: trials done / running /
+    pending, the best so far with its parameters, the time elapsed and an estimate of the time
+    left from the measured epoch times. Ray's own result tables are off (``verbose=0``)."""
 
-    def __init__(self, epochs: int):
-        self.epochs = epochs
+    def __init__(self, epochs: int, trials: int = 0, concurrency: int = 1,
+                 status_every: float = 60.0, study: str = "study", clock=time.monotonic):
+        self.epochs = epochs  # 0: each trial's own (a re-run of exported points)
+        self.trials = trials
+        self.concurrency = concurrency
+        self.status_every = status_every
+        self.study = study
+        self.clock = clock
+        self.started = clock()
+        self.last_status = self.started
+        self.epoch_seconds: list[float] = []
+        self.best: tuple[float, str, str] | None = None  # (objective, trial id, parameters)
+
+    def __getstate__(self) -> dict:
+        # Pickled with the study for --resume: the clock is this process's, not data.
+        return {k: v for k, v in self.__dict__.items() if k != "clock"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.clock = time.monotonic
+        self.started = self.last_status = self.clock()
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        log(f"[{trial.trial_id}] started  {trial_params(trial.config)}")
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        params = format_params(dict(sorted(trial.config.items())))
-        line = (f"[{trial.trial_id}] epoch {result.get('epoch')}/{self.epochs} "
-                f"knn_val {result.get(OBJECTIVE, float('nan')):.4f}  {params}")
+        seconds = result.get(METRICS, {}).get("epoch_seconds")
+        if seconds is not None:
+            self.epoch_seconds.append(float(seconds))
+        objective = result.get(OBJECTIVE, float("nan"))
+        line = (f"[{trial.trial_id}] epoch {result.get('epoch')}/{self.epochs or '?'} "
+                f"knn_val {objective:.4f}")
         final = result.get(FINAL, {})
         if "linear_val_acc" in final:
             line += (f"  linear val {final['linear_val_acc']:.4f} "
                      f"test {final.get('linear_test_acc', float('nan')):.4f}")
+        if result.get("diverged"):
+            line += "  diverged (non-finite loss)"
+        elif self.best is None or objective > self.best[0]:
+            self.best = (objective, trial.trial_id, trial_params(trial.config))
         log(line)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
@@ -52,3 +93,102 @@ class Progress(Callback):
 
     def on_trial_recover(self, iteration, trials, trial, **info):
         log(f"[{trial.trial_id}] failed; Ray retries it from its last checkpoint")
+
+    def on_step_end(self, iteration, trials, **info):
+        now = self.clock()
+        if now - self.last_status >= self.status_every:
+            self.last_status = now
+            log(self.status(trials, now))
+
+    def status(self, trials, now: float) -> str:
+        states = [t.status for t in trials]
+        done = sum(s in ("TERMINATED", "ERROR") for s in states)
+        running = states.count("RUNNING")
+        pending = max(0, self.trials - done - running) if self.trials else states.count("PENDING")
+        line = (f"{self.study}: {done} done, {running} running, {pending} pending"
+                f" | {_duration(now - self.started)} elapsed")
+        left = self.time_left(trials, pending)
+        if left is not None:
+            line += f", about {_duration(left)} left"
+        if self.best is not None:
+            line += f" | best knn_val {self.best[0]:.4f} [{self.best[1]}] {self.best[2]}"
+        return line
+
+    def time_left(self, trials, pending: int) -> float | None:
+        """Epochs still to train times the mean measured epoch, spread over the concurrency;
+        an upper bound where early stopping may end trials sooner. None before any epoch."""
+        if not self.epoch_seconds or not self.epochs:
+            return None
+        remaining = pending * self.epochs + sum(
+            max(0, self.epochs - int((t.last_result or {}).get("epoch", 0)))
+            for t in trials if t.status in ("RUNNING", "PENDING", "PAUSED"))
+        mean = sum(self.epoch_seconds) / len(self.epoch_seconds)
+        return remaining * mean / max(1, self.concurrency)
+
+
+LIBRARY_LOGGERS = ("ray", "mlflow", "optuna", "alembic", "py.warnings", "urllib3", "filelock")
+
+
+def log_libraries_to(path: Path) -> None:
+    """Ray's, MLflow's and Optuna's own records and Python's warnings go to ``path``, not the
+    terminal: a user cannot act on them, and they bury the study's own lines.
+
+    The libraries are imported first: MLflow and Ray set up their loggers when imported.
+    """
+    import mlflow  # noqa: F401
+    import optuna  # noqa: F401
+    import ray.tune  # noqa: F401
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # Ray Tune's newer console prints its own tables and paths even at verbose=0; the older one
+    # is silent there.
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.captureWarnings(True)
+    names = [n for n in list(logging.root.manager.loggerDict)
+             if n.split(".")[0] in LIBRARY_LOGGERS]
+    for name in sorted(set(names) | set(LIBRARY_LOGGERS)):
+        logger = logging.getLogger(name)
+        for old in list(logger.handlers):
+            logger.removeHandler(old)
+            if isinstance(old, logging.FileHandler):
+                old.close()
+        if name in LIBRARY_LOGGERS:  # the top ones write the file; the others pass records up
+            logger.addHandler(handler)
+            logger.propagate = False
+        else:
+            logger.propagate = True
+
+
+@contextmanager
+def stderr_to(path: Path) -> Iterator[None]:
+    """The process's file descriptor 2 goes to ``path`` for a block: Ray's core writes its
+    start-up notes (token authentication, ...) there from C++, past Python's logging, and the
+    processes Ray starts inherit it."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(path, "a") as f:
+        os.dup2(f.fileno(), 2)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def trial_params(config: dict) -> str:
+    """A trial's sampled values as ``k=v`` pairs; a grid cell's point is flattened."""
+    flat = {**config.get("point", {}), **{k: v for k, v in config.items() if k != "point"}}
+    return format_params(dict(sorted(flat.items())))
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"

@@ -5,6 +5,7 @@
 - Optuna: ``mlruns/optuna.db``, one study per (data set, study name).
 - Ray Tune's experiment state and trial checkpoints: ``mlruns/ray/<study>``.
 - ``mlruns/studies/<study>.json``: what ``--resume`` needs to continue a study.
+- ``mlruns/logs/<study>.log``: the libraries' own messages during the study.
 """
 
 from __future__ import annotations
@@ -45,6 +46,10 @@ class Store:
     @property
     def ray_dir(self) -> Path:
         return self.root / "ray"
+
+    def log_file(self, study: str) -> Path:
+        """Where Ray's, MLflow's and Optuna's own messages of a study go."""
+        return self.root / "logs" / f"{study}.log"
 
     def study_file(self, study: str) -> Path:
         return self.root / "studies" / f"{study}.json"

@@ -49,6 +49,8 @@ def parse_args(argv: list[str] | None):
     p.add_argument("--tracking-uri", default=None,
                    help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or mlruns/mlflow.db)")
     p.add_argument("--store", default="mlruns", help="folder of the local records")
+    p.add_argument("--status-every", type=float, default=60.0, metavar="SECONDS",
+                   help="print a study line (done, running, best, time left) this often")
     p.add_argument("--data-dir", default="data")
     p.add_argument("--seed", type=int, default=0, help="seeds the sampler and every trial")
     p.add_argument("--grid", default=None,
@@ -108,12 +110,16 @@ def main(argv: list[str] | None = None) -> int:
     space = load_space(plan.space_file)
     # The driver fetches the data once, before any trial: trials only read (no download races).
     prepare_data(plan.dataset, plan.data_dir)
-    started_ray = _init_ray(args.address)
+    from study.progress import log_libraries_to, stderr_to
+
+    log_libraries_to(store.log_file(plan.study))
+    with stderr_to(store.log_file(plan.study)):
+        started_ray = _init_ray(args.address)
     try:
         gpus = plan.gpus_per_trial if args.resume else args.gpus_per_trial
         cpus = plan.cpus_per_trial if args.resume else args.cpus_per_trial
         plan.gpus_per_trial, plan.cpus_per_trial = _resources(gpus, cpus, plan.concurrency)
-        return _run_study(store, plan, space, resume=args.resume)
+        return _run_study(store, plan, space, resume=args.resume, status_every=args.status_every)
     finally:
         if started_ray:
             import ray
@@ -181,12 +187,12 @@ def _init_ray(address: str | None) -> bool:
     if address:
         check_address(address)
         try:
-            ray.init(address=address, log_to_driver=False)
+            ray.init(address=address, log_to_driver=False, configure_logging=False)
         except ConnectionError as e:
             raise ConfigError(f"--address {address}: {' '.join(str(e).split())}; "
                               f"{CLUSTER_HELP}") from None
     else:
-        ray.init(include_dashboard=False, log_to_driver=False,
+        ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False,
                  object_store_memory=200 * 1024**2)
     return True
 
@@ -234,7 +240,8 @@ def _resources(gpus: float | None, cpus: float | None, concurrency: int) -> tupl
     return gpus, cpus
 
 
-def _run_study(store: Store, plan: Plan, space: SearchSpace, resume: bool) -> int:
+def _run_study(store: Store, plan: Plan, space: SearchSpace, resume: bool,
+               status_every: float = 60.0) -> int:
     from ray import tune
 
     log(f"study {plan.study}: {plan.dataset}, budget {plan.budget} ({plan.trials} trials x "
@@ -244,6 +251,7 @@ def _run_study(store: Store, plan: Plan, space: SearchSpace, resume: bool) -> in
         log(f"grid {plan.grid}: {len(space.grid(plan.grid))} cells x {plan.seeds} seeds "
             f"({plan.seed}..{plan.seed + plan.seeds - 1}), {space.grids[plan.grid]}")
     log(f"MLflow: {store.tracking_uri}   Optuna: {store.optuna_url}")
+    log(f"Ray's, MLflow's and Optuna's own messages: {store.log_file(plan.study)}")
     if not resume:
         plan.experiment_id = store.experiment_id(plan.dataset)
         plan.parent_run_id = _parent_run(store, plan, space)
@@ -260,9 +268,12 @@ def _run_study(store: Store, plan: Plan, space: SearchSpace, resume: bool) -> in
         log(f"resuming {plan.study} from {path}")
         tuner = tune.Tuner.restore(str(path), trainable, resume_errored=True)
     elif plan.config_file or plan.grid:
-        tuner = _rerun_tuner(store, plan, space, trainable, setup)
+        tuner = _rerun_tuner(store, plan, space, trainable, setup, status_every)
     else:
-        tuner = _new_tuner(store, plan, space, trainable, setup)
+        tuner = _new_tuner(store, plan, space, trainable, setup, status_every)
+    from study.progress import log_libraries_to
+
+    log_libraries_to(store.log_file(plan.study))  # again: Ray set its loggers up once started
     results = tuner.fit()
     ended = results.num_terminated + results.num_errors
     if ended >= plan.trials:
@@ -365,7 +376,8 @@ def _trial_setup(store: Store, plan: Plan, space: SearchSpace) -> TrialSetup:
     )
 
 
-def _new_tuner(store: Store, plan: Plan, space: SearchSpace, trainable, setup: TrialSetup):
+def _new_tuner(store: Store, plan: Plan, space: SearchSpace, trainable, setup: TrialSetup,
+               status_every: float):
     import optuna
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
@@ -393,11 +405,11 @@ def _new_tuner(store: Store, plan: Plan, space: SearchSpace, trainable, setup: T
             scheduler=scheduler,
             num_samples=plan.trials,
         ),
-        run_config=_run_config(store, plan, setup),
+        run_config=_run_config(store, plan, setup, status_every),
     )
 
 
-def _run_config(store: Store, plan: Plan, setup: TrialSetup):
+def _run_config(store: Store, plan: Plan, setup: TrialSetup, status_every: float):
     """Where Tune keeps the study, one checkpoint a trial (the latest: enough to resume; at
     K = 16 on ResNet-50 each holds about 2.3 GB), two retries of a crashed trial, and the
     callbacks that print progress and track every trial in MLflow."""
@@ -416,12 +428,14 @@ def _run_config(store: Store, plan: Plan, setup: TrialSetup):
         storage_path=str(store.ray_dir),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         failure_config=tune.FailureConfig(max_failures=2),
-        callbacks=[Progress(plan.epochs), tracking],
-        verbose=1,
+        callbacks=[Progress(plan.epochs, plan.trials, plan.concurrency, status_every, plan.study),
+                   tracking],
+        verbose=0,  # our console (study.progress) instead of Ray's result tables
     )
 
 
-def _rerun_tuner(store: Store, plan: Plan, space: SearchSpace, trainable, setup: TrialSetup):
+def _rerun_tuner(store: Store, plan: Plan, space: SearchSpace, trainable, setup: TrialSetup,
+                 status_every: float):
     """Every cell of a grid, or every point of an export file, with ``plan.seeds`` seeds, each
     trained to its end (no searcher, no scheduler)."""
     from ray import tune
@@ -440,7 +454,7 @@ def _rerun_tuner(store: Store, plan: Plan, space: SearchSpace, trainable, setup:
         trainable,
         param_space={"point": tune.grid_search(points), "seed": tune.grid_search(seeds)},
         tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=plan.concurrency),
-        run_config=_run_config(store, plan, setup),
+        run_config=_run_config(store, plan, setup, status_every),
     )
 
 

@@ -233,3 +233,33 @@ def test_a_trial_with_no_gpu_share_trains_on_the_cpu(tmp_path, monkeypatch):
     assert _resources(None, None, concurrency=8)[0] == 0.25
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 2.0})
     assert _resources(None, None, concurrency=3) == (0.0, 2 / 3)
+
+
+def test_study_line_counts_trials_and_estimates_time_left_from_measured_epochs():
+    from types import SimpleNamespace
+
+    from study.progress import Progress
+    from trainables.tune_trainable import METRICS, OBJECTIVE
+
+    now = [0.0]
+    p = Progress(epochs=10, trials=5, concurrency=2, status_every=60, study="s",
+                 clock=lambda: now[0])
+    running = SimpleNamespace(trial_id="a", status="RUNNING", config={"tau": 0.5, "K": 2},
+                              last_result={"epoch": 4})
+    done = SimpleNamespace(trial_id="b", status="TERMINATED",
+                           config={"point": {"K": 4, "threshold": None}, "seed": 1},
+                           last_result={"epoch": 10})
+    for seconds, acc, trial in ((30.0, 0.5, done), (50.0, 0.7, running)):
+        p.on_trial_result(0, [], trial, {OBJECTIVE: acc, "epoch": 1,
+                                         METRICS: {"epoch_seconds": seconds}})
+    now[0] = 3725.0
+    # 3 pending x 10 epochs + 6 left of the running one = 36 epochs of 40 s, 2 at a time.
+    assert p.status([running, done], now[0]) == (
+        "s: 1 done, 1 running, 3 pending | 1h02m elapsed, about 12m00s left | "
+        "best knn_val 0.7000 [a] K=2 tau=0.5")
+    # A grid cell's point is flattened into the line; a diverged epoch never becomes the best.
+    p.on_trial_result(0, [], done, {OBJECTIVE: 0.9, "epoch": 2, "diverged": True, METRICS: {}})
+    assert p.best[1] == "a"
+    from study.progress import trial_params
+
+    assert trial_params(done.config) == "K=4 seed=1 threshold=None"

@@ -147,18 +147,30 @@ def test_study_tracks_every_trial_as_it_ended_and_exports(ray_session, tmp_path)
 def test_interrupted_study_resumes_with_every_trial_once(ray_session, tmp_path):
     store = Store.at(tmp_path / "mlruns")
     args = [*SMOKE, "--trials", "3", "--epochs", "2", "--concurrency", "1",
-            "--gpus-per-trial", "0", "--store", str(store.root), "--study-name", "s2"]
+            "--gpus-per-trial", "0", "--store", str(store.root), "--study-name", "s2",
+            "--status-every", "1"]
     with open(tmp_path / "stdout.log", "w") as stdout:
         proc = subprocess.Popen([sys.executable, "-m", "study.tune", *args], stdout=stdout,
                                 stderr=subprocess.PIPE, text=True)
-        deadline = time.time() + 300
+        deadline, seen = time.time() + 300, []
         for line in proc.stderr:
+            seen.append(line)
             if "] finished" in line or "] stopped early" in line or time.time() > deadline:
                 break
         proc.send_signal(signal.SIGINT)
         rest = proc.communicate(timeout=180)[1]
     assert proc.returncode == 130, rest
     assert "--study-name s2 --resume" in rest
+
+    # The console is the study's own: a line per trial event and a study line, nothing of Ray's
+    # tables or start-up notes, which go to the study's log file with MLflow's and Optuna's.
+    console = "".join(seen) + rest + (tmp_path / "stdout.log").read_text()
+    assert re.search(r"\] started  K=\d+ tau=\S+ threshold=\S+\n", console)
+    assert re.search(r"\] epoch 1/2 knn_val 0\.\d{4}\n", console)
+    assert re.search(r"s2: \d done, \d running, \d pending \| \d+s elapsed", console)
+    for noise in ("╭", "Trial status", "Token authentication", "View detailed results"):
+        assert noise not in console, noise
+    assert re.search(r" (INFO|WARNING) ray\.tune", store.log_file("s2").read_text())
     _, _, before = _runs(store, "s2")
     assert 1 <= len(before) < 3
 
