@@ -186,6 +186,7 @@ def _init_ray(address: str | None) -> bool:
         return False
     if address:
         check_address(address)
+        use_token_if_present()
         try:
             ray.init(address=address, log_to_driver=False, configure_logging=False)
         except ConnectionError as e:
@@ -198,10 +199,30 @@ def _init_ray(address: str | None) -> bool:
 
 
 CLUSTER_HELP = (
-    "start a head with `ray start --head --port PORT` and join it with --address auto on the "
-    "head's machine (Ray 2.60's head advertises the machine's own address, not 127.0.0.1) or "
-    "--address HOST:PORT elsewhere, with the head's token in ~/.ray/auth_token"
+    "start a head with `ray start --head --port PORT` and join it with --address HOST:PORT "
+    "(or auto on the head's machine), with the head's token in ~/.ray/auth_token or "
+    "RAY_AUTH_TOKEN"
 )
+
+
+def use_token_if_present() -> None:
+    """Ray 2.60 turns token authentication on by default, but a driver given an explicit
+    address only sends the token under ``RAY_AUTH_MODE=token``; with ``auto`` it looks for the
+    token by itself. Without it every ``HOST:PORT`` join fails with "Failed to connect to Ray
+    cluster". Where a token is at hand and the mode is unset, do what ``auto`` does (Ray's own
+    function: setting the variable alone is too late once Ray has read its config)."""
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    try:
+        from ray._private.authentication.authentication_token_setup import (
+            maybe_enable_token_auth_if_token_available,
+        )
+    except ImportError:  # another Ray: it may read the variable itself
+        if (os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
+                or (Path.home() / ".ray" / "auth_token").is_file()):
+            os.environ["RAY_AUTH_MODE"] = "token"
+        return
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
 
 
 def check_address(address: str, timeout: float = 3.0) -> None:
