@@ -8,6 +8,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from study._cli import log
 from study.store import Store
@@ -91,12 +92,56 @@ def print_summary(store: Store, study: str, dataset: str, parent_run_id: str,
             register_best(store, best, f"{study}-encoder")
     if complete:
         client.set_terminated(parent_run_id, "FINISHED")
+    footprint = study_footprint(store, study, dataset)
+    if footprint is not None:
+        mb = {k: v / 1e6 for k, v in footprint.items() if k != "kept_encoders"}
+        log(f"\ndisk: {mb['total']:.1f} MB ({mb['artifacts']:.1f} MB of MLflow artifacts, "
+            f"{mb['encoders']:.1f} MB of them the {footprint['kept_encoders']} kept encoder(s); "
+            f"{mb['ray']:.1f} MB of Ray Tune state)")
     log(f"\nexport the best T per K:  python -m study.export --dataset {dataset} --study {study}"
         + _store_flag(store))
     log(f"the study's report:       python -m study.report --study {study}" + _store_flag(store))
     experiment_id = client.get_run(parent_run_id).info.experiment_id
     log("browse every trial:       python -m study.ui" + _store_flag(store)
         + f", then open {runs_url(experiment_id)}")
+
+
+def study_footprint(store: Store, study: str, dataset: str) -> dict[str, int] | None:
+    """Bytes a study holds on disk in a local store: its runs' MLflow artifacts (of which the
+    kept encoders) and its Ray Tune state (checkpoints of trials still to end). None where the
+    artifacts live elsewhere (a tracking server)."""
+    from urllib.parse import urlparse
+
+    from mlflow.tracking import MlflowClient
+
+    from trainables.tune_trainable import ENCODER_FILE
+
+    client = MlflowClient(store.tracking_uri)
+    exp = client.get_experiment_by_name(dataset)
+    if exp is None:
+        return None
+    runs = client.search_runs([exp.experiment_id], filter_string=f"tags.study = '{study}'",
+                              max_results=10_000)
+    out = {"artifacts": 0, "encoders": 0, "kept_encoders": 0,
+           "ray": _bytes(store.ray_dir / study)}
+    for r in runs:
+        uri = urlparse(r.info.artifact_uri)
+        if uri.scheme not in ("", "file"):
+            return None
+        root = Path(uri.path)
+        out["artifacts"] += _bytes(root)
+        encoder = root / ENCODER_FILE
+        if encoder.is_file():
+            out["encoders"] += encoder.stat().st_size
+            out["kept_encoders"] += 1
+    out["total"] = out["artifacts"] + out["ray"]
+    return out
+
+
+def _bytes(path: Path) -> int:
+    if not path.exists():
+        return 0
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
 def register_best(store: Store, best: TrialRow, name: str) -> None:
@@ -150,8 +195,6 @@ def _fluent_tracking_uri(uri: str) -> Iterator[None]:
 
 
 def _store_flag(store: Store) -> str:
-    from pathlib import Path
-
     return "" if store.root == Path("mlruns").resolve() else f" --store {store.root}"
 
 

@@ -4,6 +4,7 @@ import re
 import shutil
 import statistics
 import subprocess
+from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -75,6 +76,14 @@ def test_grid_runs_every_cell_once_per_seed_to_its_end(grid_study):
         assert r.data.tags["weights_kept"] == str(kept).lower(), i
         assert ("encoder_state_dict.pt" in files) == kept, (i, files)
         assert "metrics.json" in files  # the rest of the report stays
+    from study.summary import study_footprint
+
+    disk = study_footprint(store, "g", "digits")
+    encoder = next(root for r in ranked[:1]
+                   for root in [Path(r.info.artifact_uri.removeprefix("file://"))])
+    assert disk["kept_encoders"] == 2
+    assert disk["encoders"] == 2 * (encoder / "encoder_state_dict.pt").stat().st_size
+    assert not list((store.ray_dir / "g").rglob("checkpoint_*"))  # every trial ended
 
 
 @pytest.mark.slow
