@@ -5,6 +5,7 @@ import shutil
 import statistics
 import subprocess
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -79,10 +80,9 @@ def test_grid_runs_every_cell_once_per_seed_to_its_end(grid_study):
     from study.summary import study_footprint
 
     disk = study_footprint(store, "g", "digits")
-    encoder = next(root for r in ranked[:1]
-                   for root in [Path(r.info.artifact_uri.removeprefix("file://"))])
+    best_dir = Path(urlparse(ranked[0].info.artifact_uri).path)
     assert disk["kept_encoders"] == 2
-    assert disk["encoders"] == 2 * (encoder / "encoder_state_dict.pt").stat().st_size
+    assert disk["encoders"] == 2 * (best_dir / "encoder_state_dict.pt").stat().st_size
     assert not list((store.ray_dir / "g").rglob("checkpoint_*"))  # every trial ended
 
 
