@@ -1,7 +1,9 @@
 """``python -m study.blocks``: the decoupled blocks of a network, their split points and cost.
 
 One row per block: the residual blocks it holds, the decoupling point after it (Table 3), its
-output shape, forward MACs per image of the block and of its head, and parameters.
+output shape, forward MACs per image of the block and of its head, and parameters; then the
+largest block's MACs (Table 1's measure), the largest block plus its head (what a parallel
+training step costs), and the parameters of the encoder and of the heads.
 """
 
 from __future__ import annotations
@@ -9,9 +11,9 @@ from __future__ import annotations
 import argparse
 
 from study._cli import parser, print_json, run
-from trainables.cost import block_costs, max_block_macs
+from trainables.cost import block_costs, cost_summary
 from trainables.data import SPECS, dataset_spec
-from trainables.models import ARCHS, DecoupledResNet
+from trainables.models import ARCHS, HEADS, DecoupledResNet
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -20,24 +22,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--arch", default=None, help=f"one of {', '.join(ARCHS)} (default: dataset's)")
     p.add_argument("--K", type=int, default=4, help="number of decoupled blocks")
     p.add_argument("--width", type=float, default=1.0, help="channel width multiplier")
+    p.add_argument("--head", default="paper", choices=HEADS,
+                   help="local projector heads (default: paper, the appendix's)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     return p.parse_args(argv)
 
 
-def blocks_table(dataset: str, arch: str | None, K: int, width: float = 1.0) -> dict:
+def blocks_table(dataset: str, arch: str | None, K: int, width: float = 1.0,
+                 head: str = "paper") -> dict:
     spec = dataset_spec(dataset)
     arch = arch or spec.arch
-    model = DecoupledResNet(arch, K, spec.channels, spec.stem, width)
+    model = DecoupledResNet(arch, K, spec.channels, spec.stem, width, head=head)
     costs = block_costs(model, (spec.channels, spec.size, spec.size))
     return {
         "dataset": dataset,
         "arch": arch,
         "K": K,
         "width": width,
+        "head": head,
         "input_shape": [spec.channels, spec.size, spec.size],
         "split_points": [list(p) for p in model.split_points],
         "blocks": [c.to_dict() for c in costs],
-        "max_block_macs": max_block_macs(costs),
+        **cost_summary(costs),
     }
 
 
@@ -50,11 +56,12 @@ def human(n: float) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    table = blocks_table(args.dataset, args.arch, args.K, args.width)
+    table = blocks_table(args.dataset, args.arch, args.K, args.width, args.head)
     if args.json:
         print_json(table)
         return 0
-    print(f"{table['arch']} on {args.dataset} {tuple(table['input_shape'])}, K={args.K}")
+    print(f"{table['arch']} on {args.dataset} {tuple(table['input_shape'])}, K={args.K}, "
+          f"{args.head} heads")
     header = f"{'k':>3}  {'residual blocks':<22} {'split after':<12} {'output':<14}"
     print(header + f" {'MACs':>9} {'head MACs':>10} {'params':>9}")
     for b in table["blocks"]:
@@ -68,6 +75,10 @@ def main(argv: list[str] | None = None) -> int:
             f"{human(b['head_macs']):>10} {human(b['params']):>9}"
         )
     print(f"max block MACs (heads excluded, as Table 1): {human(table['max_block_macs'])}")
+    print(f"max block + head MACs (a training step's parallel cost): "
+          f"{human(table['max_block_head_macs'])}")
+    print(f"parameters: encoder {human(table['encoder_params'])}, heads "
+          f"{human(table['head_params'])}")
     return 0
 
 

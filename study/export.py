@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 
 from study._cli import log, parser, run
+from study.pareto import finished_points, front
 from study.space import read_yaml
 from study.store import Store
 from study.summary import TrialRow, parse_param, study_rows
@@ -47,7 +48,7 @@ def export(store: Store, dataset: str, study: str) -> dict:
     per_k: dict[int, dict] = {}
     for row in finished:  # best first
         per_k.setdefault(int(row.params["K"]), entry(row))
-    return {
+    out = {
         "dataset": dataset,
         "study": study,
         "ranked_by": "linear_val_acc (validation split), then knn_val_acc",
@@ -60,6 +61,23 @@ def export(store: Store, dataset: str, study: str) -> dict:
         "best": entry(finished[0]),
         "per_K": dict(sorted(per_k.items())),
     }
+    objectives = study_objectives(store, study)
+    if len(objectives) > 1:
+        members = front(finished_points(store, dataset, study, objectives), objectives)
+        out["objectives"] = [{"metric": m, "mode": mode} for m, mode in objectives]
+        out["pareto"] = [
+            {"config": {k: p.params[k] for k in CONFIG_KEYS if k in p.params},
+             "objectives": p.values, "trial_id": p.trial_id, "run_id": p.run_id}
+            for p in members
+        ]
+    return out
+
+
+def study_objectives(store: Store, study: str) -> list:
+    """The study's [metric, mode] pairs as its plan saved them (one: the kNN accuracy)."""
+    if not store.study_file(study).is_file():
+        return [["knn_val_acc", "max"]]
+    return store.load_study(study).get("objectives") or [["knn_val_acc", "max"]]
 
 
 def load_export(path: str | Path, K: int | None = None) -> dict:
@@ -111,6 +129,14 @@ def main(argv: list[str] | None = None) -> int:
     for K, e in data["per_K"].items():
         log(f"  K={K}: T={e['config'].get('threshold')} tau={e['config'].get('tau')}  "
             f"val {e['linear_val_acc']:.4f} test {e['linear_test_acc']:.4f}")
+    if "pareto" in data:
+        names = [o["metric"] for o in data["objectives"]]
+        log(f"Pareto front over {', '.join(names)}: {len(data['pareto'])} trial(s)")
+        for e in data["pareto"]:
+            c = e["config"]
+            log(f"  K={c.get('K')} head={c.get('head', 'paper')} T={c.get('threshold')} "
+                f"slope={c.get('threshold_slope', 0)} tau={c.get('tau')}  "
+                + "  ".join(f"{n} {e['objectives'][n]:.4g}" for n in names))
     log(f"wrote {out}; reproduce with: python -m study.train --config {out}")
     return 0
 

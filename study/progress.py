@@ -32,6 +32,13 @@ class StudySearch(OptunaSearch):
             result = None
         super().on_trial_complete(trial_id, result=result, error=error)
 
+    def on_trial_result(self, trial_id: str, result: dict):
+        # An objective that only the last result holds (linear_val_acc) has no intermediate
+        # value to report; Ray's own method would raise on it.
+        if isinstance(self.metric, str) and self.metric not in result:
+            return
+        super().on_trial_result(trial_id, result)
+
 
 class Progress(Callback):
     """The study's console: one line per trial event (started, epoch, finished, stopped early,

@@ -443,14 +443,89 @@ def fig_tau(record: StudyRecord) -> str:
     return _figure(draw)
 
 
-def fig_history(values: list[tuple[int, float]]) -> str:
+def fig_front(points: list, members: list, objectives: list, marked: list) -> str:
+    """Accuracy against parallel cost: every finished trial, the front joined, and the trials
+    at the space's first point (the paper's configuration) starred."""
+    accuracy = next(m for m, _ in objectives if m in ("knn_val_acc", "linear_val_acc"))
+    cost = next((m for m, _ in objectives if m != accuracy), None)
+
+    def draw(fig):
+        ax = fig.add_subplot()
+        for head, marker in (("paper", "s"), ("mlp", "o")):
+            pts = [p for p in points if p.params.get("head", "paper") == head]
+            if pts:
+                ax.scatter([p.values[cost] for p in pts],
+                           [100 * p.values[accuracy] for p in pts], marker=marker,
+                           color="grey", alpha=0.6, label=f"{head} heads")
+        front_pts = sorted(members, key=lambda p: p.values[cost])
+        ax.plot([p.values[cost] for p in front_pts],
+                [100 * p.values[accuracy] for p in front_pts], "o-", color="C1",
+                label="Pareto front")
+        if marked:
+            ax.scatter([p.values[cost] for p in marked],
+                       [100 * p.values[accuracy] for p in marked], marker="*", s=200,
+                       color="red", label="the paper's configuration", zorder=3)
+        ax.set_xscale("log")
+        ax.set_xlabel(f"{cost} (lower is cheaper)")
+        ax.set_ylabel(f"{accuracy} %")
+        ax.legend(fontsize=8)
+        ax.set_title("Accuracy against parallel cost")
+    return _figure(draw)
+
+
+def front_parts(store: Store, record: StudyRecord) -> tuple[list[str], list[Table]]:
+    """The Pareto front of a multi-objective study: its figure and its table."""
+    from study.pareto import finished_points, front
+    from study.space import load_space
+
+    objectives = record.plan["objectives"]
+    points = finished_points(store, record.dataset, record.name, objectives)
+    if not points:
+        return ["<p>No finished trial reports every objective yet.</p>"], []
+    members = front(points, objectives)
+    first = {}
+    try:
+        space = load_space(record.plan["space_file"])
+        first = dict(space.points_to_evaluate[0]) if space.points_to_evaluate else {}
+    except ConfigError:
+        pass
+    marked = [p for p in points
+              if first and all(_same(p.params.get(k), v) for k, v in first.items())]
+    names = [m for m, _ in objectives]
+    table = Table(
+        f"Pareto front over {', '.join(f'{m} ({mode})' for m, mode in objectives)}: "
+        f"{len(members)} of {len(points)} finished trials",
+        ["trial", "K", "head", "T", "slope", "tau", *names],
+        [[p.trial_id, str(p.params.get("K")), str(p.params.get("head", "paper")),
+          _t_text(p.params.get("threshold")), f"{p.params.get('threshold_slope', 0):.3g}",
+          f"{p.params.get('tau', 0.5):.3g}",
+          *(_pct(p.values[n]) if n.endswith("_acc") else _si(p.values[n]) for n in names)]
+         for p in sorted(members, key=lambda p: p.values[names[-1]])],
+        "Stopped-early and diverged trials never enter the front."
+        + ("" if marked else " No finished trial ran the space's first point (the paper's)."),
+    )
+    parts = ['<h3 id="front">Accuracy against parallel cost</h3>',
+             fig_front(points, members, objectives, marked), table.html()]
+    return parts, [table]
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return abs(a - b) < 1e-9
+    return a == b
+
+
+def fig_history(values: list[tuple[int, float]], metric: str = "knn_val_acc",
+                maximize: bool = True) -> str:
     def draw(fig):
         ax = fig.add_subplot()
         x, y = zip(*values)
-        ax.scatter(x, 100 * np.array(y), s=12, label="trial")
-        ax.step(x, 100 * np.maximum.accumulate(y), where="post", color="C1", label="best so far")
+        scale = 100 if metric.endswith("_acc") else 1
+        best = np.maximum.accumulate(y) if maximize else np.minimum.accumulate(y)
+        ax.scatter(x, scale * np.array(y), s=12, label="trial")
+        ax.step(x, scale * best, where="post", color="C1", label="best so far")
         ax.set_xlabel("Optuna trial number")
-        ax.set_ylabel("objective: kNN val %")
+        ax.set_ylabel(f"objective: {metric}" + (" %" if scale == 100 else ""))
         ax.legend(fontsize=8)
         ax.set_title("Optimisation history")
     return _figure(draw)
@@ -592,23 +667,29 @@ def optuna_parts(store: Store, record: StudyRecord) -> tuple[list[str], list[Tab
     except KeyError:
         return [f"<p>No Optuna study {record.dataset}/{record.name} in the store.</p>"], []
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    values = [(t.number, t.value) for t in done if t.value is not None]
+    # Several objectives: the history and the importances are those of the first.
+    first, maximize = record.plan.get("objectives", [["knn_val_acc", "max"]])[0][0], (
+        study.directions[0] == optuna.study.StudyDirection.MAXIMIZE)
+    values = [(t.number, t.values[0]) for t in done if t.values]
     if values:
-        parts += ["<h3>Optimisation history</h3>", fig_history(values)]
+        parts += [f"<h3>Optimisation history ({html.escape(first)})</h3>",
+                  fig_history(values, first, maximize)]
     if len(done) < MIN_IMPORTANCE_TRIALS:  # with fewer, fANOVA returns equal shares
         parts.append(f"<p>Parameter importances need at least {MIN_IMPORTANCE_TRIALS} completed "
                      f"trials; Optuna has {len(done)}.</p>")
         return parts, tables
     try:
-        importances = optuna.importance.get_param_importances(study)
+        importances = optuna.importance.get_param_importances(
+            study, target=(lambda t: t.values[0]) if len(study.directions) > 1 else None)
     except (RuntimeError, ValueError) as e:
         parts.append(f"<p>No parameter importances: "
                      f"{html.escape(' '.join(str(e).split()))}.</p>")
     else:
         parts += ["<h3>Parameter importances (optuna.importance, fANOVA)</h3>",
                   fig_importances(importances),
-                  '<p class="note">Over the objective Optuna received: each trial\'s last '
-                  'kNN validation accuracy, early-stopped trials included.</p>']
+                  f'<p class="note">For {html.escape(first)} over Optuna\'s completed trials: '
+                  'the finished ones and the diverged ones (at 0); trials stopped early are '
+                  'PRUNED and left out.</p>']
         tables.append(Table("Parameter importances", ["parameter", "importance"],
                             [[k, f"{v:.3f}"] for k, v in importances.items()]))
     return parts, tables
@@ -644,6 +725,10 @@ def build(store: Store, record: StudyRecord) -> tuple[str, list[Table]]:
         sections.append("<h3>The T landscape</h3>"
                         + fig_accuracy_vs_threshold(record, "knn_val_acc", "kNN val (objective)")
                         + fig_tau(record))
+        if len(record.plan.get("objectives") or []) > 1:
+            parts, extra = front_parts(store, record)
+            tables += extra
+            sections.append("".join(parts))
         parts, extra = optuna_parts(store, record)
         tables += extra
         sections.append("".join(parts))

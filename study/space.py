@@ -19,9 +19,17 @@ import yaml
 from trainables.data import SPECS
 from trainables.errors import ConfigError
 from trainables.losses import SUBSAMPLE_MODES
-from trainables.models import ARCHS, allowed_K
+from trainables.models import ARCHS, HEADS, allowed_K
 
-SEARCHABLE = ("threshold", "tau", "K", "subsample", "lr", "weight_decay")
+SEARCHABLE = ("threshold", "threshold_slope", "tau", "K", "subsample", "head", "lr",
+              "weight_decay")
+CATEGORICAL = ("K", "subsample", "head")
+# What a trial reports in every result (costs) or its last (linear_val_acc): what a study may
+# optimise. Accuracies are maximised, costs minimised, in a sensible study.
+OBJECTIVE_METRICS = ("knn_val_acc", "linear_val_acc", "max_block_head_macs", "max_block_macs",
+                     "head_params")
+ACCURACIES = ("knn_val_acc", "linear_val_acc")
+MODES = ("max", "min")
 DISTRIBUTIONS = ("float", "int", "categorical")
 BUDGETS = ("smoke", "laptop", "short", "paper")
 NONE_WORDS = ("none", "null")  # a grid's threshold ``none``: Eq. (1), as YAML's null
@@ -70,6 +78,15 @@ class Budget:
     seeds: int = 3  # seeds per cell of a grid (--grid), and per point of a re-run (--config)
 
 
+@dataclass(frozen=True)
+class Objective:
+    metric: str
+    mode: str  # max or min
+
+
+DEFAULT_OBJECTIVES = (Objective("knn_val_acc", "max"),)
+
+
 @dataclass
 class SearchSpace:
     dataset: str
@@ -80,6 +97,7 @@ class SearchSpace:
     points_to_evaluate: list[dict] = field(default_factory=list)
     grids: dict[str, dict[str, list]] = field(default_factory=dict)
     keep_weights: int | str = 3  # finished trials whose encoder stays in MLflow, best first
+    objectives: tuple[Objective, ...] = DEFAULT_OBJECTIVES  # two or more: a Pareto front
     source: str = ""
 
     def budget(self, name: str) -> Budget:
@@ -103,6 +121,23 @@ def space_path(dataset: str) -> Path:
     if dataset not in SPECS:
         raise ConfigError(f"dataset={dataset!r} is unknown; allowed: {', '.join(SPECS)}")
     return Path(str(resources.files("search_spaces").joinpath(f"{dataset}.yaml")))
+
+
+def shipped_spaces() -> list[str]:
+    """The names of the shipped search spaces (``fmnist``, ``fmnist-pareto``, ...)."""
+    folder = resources.files("search_spaces")
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def resolve_space(text: str) -> Path:
+    """``--space``: a YAML file, or the name of a shipped space such as ``digits-pareto``."""
+    path = Path(text)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        return path
+    if text in shipped_spaces():
+        return Path(str(resources.files("search_spaces").joinpath(f"{text}.yaml")))
+    raise ConfigError(f"--space {text!r} is neither a file nor a shipped space; shipped: "
+                      f"{', '.join(shipped_spaces())}")
 
 
 def load_space(path: str | Path) -> SearchSpace:
@@ -167,8 +202,9 @@ def parse_space(raw: object, source: str) -> SearchSpace:
     keep = raw.get("keep_weights", 3)
     if keep != "all" and (not isinstance(keep, int) or isinstance(keep, bool) or keep < 1):
         raise where.error("keep_weights", f"{keep!r} must be an integer >= 1 or all")
+    objectives = _objectives(where, raw.get("objectives"))
     return SearchSpace(dataset, model, train, search, budgets, list(points), grids, keep,
-                       source)
+                       objectives, source)
 
 
 class _Where:
@@ -221,6 +257,10 @@ def _check_value(where: _Where, prefix: str, values: dict, arch: str, nest: bool
             raise where.error(key, f"{v!r} must be a positive number")
         if name == "weight_decay" and (not _number(v) or v < 0):
             raise where.error(key, f"{v!r} must be a number >= 0")
+        if name == "head" and v not in HEADS:
+            raise where.error(key, f"{v!r} is unknown; allowed: {', '.join(HEADS)}")
+        if name == "threshold_slope" and (not _number(v) or not -2 <= v <= 2):
+            raise where.error(key, f"{v!r} must be a number in [-2, 2]")
 
 
 def _distribution(where: _Where, key: str, raw: object, name: str, arch: str) -> Distribution:
@@ -236,13 +276,40 @@ def _distribution(where: _Where, key: str, raw: object, name: str, arch: str) ->
         return d
     if not (_number(d.low) and _number(d.high) and d.low < d.high):
         raise where.error(key, f"needs numbers low < high, got low={d.low!r} high={d.high!r}")
-    if name in ("K", "subsample"):
+    if name in CATEGORICAL:
         raise where.error(f"{key}.type", "must be categorical for this parameter")
     for bound in ("low", "high"):
         _check_value(where, f"{key}.{bound}", {name: getattr(d, bound)}, arch, nest=False)
     if d.log and d.low <= 0:
         raise where.error(f"{key}.low", f"{d.low!r} must be > 0 with log: true")
     return d
+
+
+def _objectives(where: _Where, raw: object) -> tuple[Objective, ...]:
+    """``objectives: [{metric: knn_val_acc, mode: max}, {metric: max_block_head_macs, ...}]``."""
+    if raw is None:
+        return DEFAULT_OBJECTIVES
+    if not isinstance(raw, list) or not raw:
+        raise where.error("objectives", f"must be a list of {{metric, mode}}, got {raw!r}")
+    out = []
+    for i, item in enumerate(raw):
+        key = f"objectives[{i}]"
+        if not isinstance(item, dict) or set(item) != {"metric", "mode"}:
+            raise where.error(key, f"must be {{metric: NAME, mode: max|min}}, got {item!r}")
+        if item["metric"] not in OBJECTIVE_METRICS:
+            raise where.error(f"{key}.metric", f"{item['metric']!r} is not a metric the trials "
+                              f"report; allowed: {', '.join(OBJECTIVE_METRICS)}")
+        if item["mode"] not in MODES:
+            raise where.error(f"{key}.mode", f"{item['mode']!r} is unknown; allowed: max, min")
+        out.append(Objective(item["metric"], item["mode"]))
+    metrics = [o.metric for o in out]
+    if len(set(metrics)) < len(metrics):
+        raise where.error("objectives", f"names a metric twice: {', '.join(metrics)}")
+    if not set(metrics) & set(ACCURACIES):
+        raise where.error("objectives", f"needs an accuracy ({' or '.join(ACCURACIES)}): "
+                          f"early stopping acts on it, and a front of costs alone is the "
+                          f"smallest network")
+    return tuple(out)
 
 
 def _grid(where: _Where, key: str, raw: object, arch: str) -> dict[str, list]:

@@ -15,7 +15,7 @@ from study.store import Store
 from study.ui import runs_url
 from trainables.errors import ConfigError
 
-SEARCHED = ("threshold", "tau", "K", "subsample")
+SEARCHED = ("threshold", "threshold_slope", "tau", "K", "subsample", "head")
 
 
 @dataclass
@@ -68,8 +68,19 @@ def study_rows(store: Store, dataset: str, study: str) -> list[TrialRow]:
 
 
 def print_summary(store: Store, study: str, dataset: str, parent_run_id: str,
-                  complete: bool, top: int = 10) -> None:
+                  complete: bool, top: int = 10, objectives: list | None = None) -> None:
     rows = study_rows(store, dataset, study)
+    on_front: set[str] = set()
+    if objectives and len(objectives) > 1:
+        from study.pareto import finished_points, front
+
+        members = front(finished_points(store, dataset, study, objectives), objectives)
+        on_front = {p.run_id for p in members}
+        # Every front member is shown, then the best of the rest.
+        rows.sort(key=lambda r: r.run_id not in on_front)
+        top = max(top, len(on_front))
+        log(f"\nPareto front over {', '.join(m for m, _ in objectives)}: {len(on_front)} of "
+            f"the finished trials (marked 'front')")
     log(f"\n{study}: {len(rows)} trial run(s), best first by validation accuracy "
         f"(test accuracy is reported, never used to choose)")
     log(f"{'trial':<14}{'T':>7}{'tau':>7}{'K':>4}  {'knn val':>8}{'lin val':>9}{'lin test':>9}  "
@@ -77,6 +88,8 @@ def print_summary(store: Store, study: str, dataset: str, parent_run_id: str,
     for row in rows[:top]:
         state = ("diverged" if row.diverged else "stopped early" if row.early_stopped
                  else row.status.lower())
+        if row.run_id in on_front:
+            state += ", front"
         log(f"{row.trial_id:<14}{_fmt(row.params.get('threshold')):>7}"
             f"{_fmt(row.params.get('tau')):>7}{row.params.get('K', ''):>4}  "
             f"{_fmt(row.knn_val_acc):>8}{_fmt(row.linear_val_acc):>9}"

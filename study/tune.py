@@ -13,12 +13,12 @@ import math
 import os
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from study._cli import log, parser, run
 from study.export import points as export_points
-from study.space import BUDGETS, SearchSpace, load_space, space_path
+from study.space import BUDGETS, SearchSpace, load_space, resolve_space, space_path
 from study.store import Store, git_commit
 from trainables.data import SPECS, prepare_data
 from trainables.errors import ConfigError
@@ -40,7 +40,9 @@ def parse_args(argv: list[str] | None):
                         "among concurrent trials, 0 without GPUs)")
     p.add_argument("--cpus-per-trial", type=float, default=None,
                    help="default: the cluster's CPUs shared among concurrent trials")
-    p.add_argument("--space", type=Path, default=None, help="a search-space YAML of your own")
+    p.add_argument("--space", default=None,
+                   help="a search-space YAML of your own, or a shipped one by name "
+                        "(e.g. fmnist-pareto: accuracy against parallel cost)")
     p.add_argument("--study-name", default=None, help="default: <dataset>-<budget>-<time>")
     p.add_argument("--resume", action="store_true",
                    help="continue the named study (default: the latest of --dataset)")
@@ -97,6 +99,7 @@ class Plan:
     seeds: int = 1
     grid: str = ""  # run the cells of this grid of the space over ``seeds`` seeds
     keep_weights: int | str = 3  # finished trials whose encoder stays in MLflow, or "all"
+    objectives: list = field(default_factory=lambda: [["knn_val_acc", "max"]])  # [metric, mode]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -130,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
 def _new_plan(store: Store, args) -> Plan:
     import torch
 
-    space = load_space(args.space or space_path(args.dataset))
+    space = load_space(resolve_space(args.space) if args.space else space_path(args.dataset))
     if space.dataset != args.dataset:
         raise ConfigError(f"{space.source}: dataset {space.dataset!r} does not match "
                           f"--dataset {args.dataset}")
@@ -174,6 +177,7 @@ def _new_plan(store: Store, args) -> Plan:
         seeds=seeds if args.config is not None or args.grid is not None else 1,
         grid=args.grid or "",
         keep_weights=args.keep_weights or space.keep_weights,
+        objectives=[[o.metric, o.mode] for o in space.objectives],
     )
 
 
@@ -301,7 +305,8 @@ def _run_study(store: Store, plan: Plan, space: SearchSpace, resume: bool,
         close_leftovers(store, plan)
     from study.summary import print_summary
 
-    print_summary(store, plan.study, plan.dataset, plan.parent_run_id, ended >= plan.trials)
+    print_summary(store, plan.study, plan.dataset, plan.parent_run_id, ended >= plan.trials,
+                  objectives=plan.objectives)
     if ended < plan.trials:
         log(f"\nstopped with {ended} of {plan.trials} trials ended; continue with:\n"
             f"  python -m study.tune --dataset {plan.dataset} --study-name {plan.study} "
@@ -365,6 +370,7 @@ def _parent_run(store: Store, plan: Plan, space: SearchSpace) -> str:
     run = client.create_run(plan.experiment_id, run_name=plan.study, tags=tags)
     params = {k: v for k, v in plan.__dict__.items() if k not in ("parent_run_id", "created")}
     params["git_commit"] = git_commit()
+    params["objectives"] = ", ".join(f"{m} ({mode})" for m, mode in plan.objectives)
     if plan.grid:
         params["grid_values"] = str(space.grids[plan.grid])
     else:
@@ -406,10 +412,14 @@ def _new_tuner(store: Store, plan: Plan, space: SearchSpace, trainable, setup: T
 
     from study.progress import StudySearch
 
+    # One objective: Optuna's value is it. Several: a multi-objective study (TPE handles both)
+    # whose trials report every objective in each result; ASHA still stops on the accuracy.
+    metrics = [m for m, _ in plan.objectives]
+    modes = [m for _, m in plan.objectives]
     searcher = StudySearch(
         space=optuna_space(space),
-        metric=OBJECTIVE,
-        mode="max",
+        metric=metrics[0] if len(metrics) == 1 else metrics,
+        mode=modes[0] if len(modes) == 1 else modes,
         points_to_evaluate=[dict(p) for p in space.points_to_evaluate] or None,
         sampler=optuna.samplers.TPESampler(seed=plan.seed),
         study_name=f"{plan.dataset}/{plan.study}",

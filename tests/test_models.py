@@ -82,3 +82,40 @@ def test_block_loss_touches_only_its_own_block():
                 assert grads, f"block {k + 1}'s loss gave block {k + 1} no gradient"
             else:
                 assert not grads, f"block {k + 1}'s loss reached block {j + 1}"
+
+
+def test_head_designs_shapes_and_counted_cost():
+    """``mlp``: the pooled two-layer projector at every block, no conv; ``paper`` is the default
+    and unchanged. MACs are counted on the modules, then compared with what each layer does."""
+    from trainables.cost import cost_summary
+
+    paper, default = DecoupledResNet("resnet50", 16, head="paper"), DecoupledResNet("resnet50", 16)
+    assert [type(h) for h in paper.heads] == [type(h) for h in default.heads]
+    mlp = DecoupledResNet("resnet50", 16, head="mlp")
+    assert all(isinstance(h, MLPHead) for h in mlp.heads)
+    x = torch.randn(2, 3, 32, 32)
+    for model in (paper, mlp):
+        h = x
+        for block, head in zip(model.blocks, model.heads):
+            h = block(h)
+            assert head(h).shape == (2, 128)
+    costs = {name: block_costs(m, (3, 32, 32)) for name, m in (("paper", paper), ("mlp", mlp))}
+    for c, channels in zip(costs["mlp"], mlp.channels):
+        assert c.head_macs == channels * channels + channels * 128  # the two linear layers
+    for c, channels, (h_, w_) in zip(costs["paper"][:-1], paper.channels,
+                                     [(b.output_shape[1], b.output_shape[2])
+                                      for b in costs["paper"]]):
+        conv = channels * channels * 9 * ((h_ + 1) // 2) * ((w_ + 1) // 2)
+        assert c.head_macs == conv + channels * channels + channels * 128
+    # The blocks are the same whatever the heads: only the parallel cost with heads moves.
+    s_paper, s_mlp = cost_summary(costs["paper"]), cost_summary(costs["mlp"])
+    assert s_paper["max_block_macs"] == s_mlp["max_block_macs"]
+    assert s_paper["encoder_params"] == s_mlp["encoder_params"]
+    assert s_mlp["max_block_head_macs"] < s_paper["max_block_head_macs"]
+    assert s_paper["max_block_head_macs"] == max(c.macs + c.head_macs for c in costs["paper"])
+    assert s_mlp["head_params"] < s_paper["head_params"] / 5
+
+
+def test_unknown_head_is_refused():
+    with pytest.raises(ConfigError, match="head='conv' is unknown; allowed: paper, mlp"):
+        DecoupledResNet("resnet18", 2, head="conv")

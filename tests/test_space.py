@@ -58,7 +58,7 @@ grids:
 @pytest.mark.parametrize(
     "old,new,message",
     [
-        ("search:", "serch:", "serch is not a known key; allowed: budgets, dataset, grids, model"),
+        ("search:", "serch:", "serch is not a known key; allowed: budgets, dataset, grids, keep_weights, model"),
         ("high: 0.9", "high: 1.5", "search.threshold.high 1.5 is outside [-1, 1]"),
         ("[1, 2, 4]", "[1, 3]", "search.K 3 does not divide resnet18; allowed: 1, 2, 4, 8"),
         ("type: float", "type: normal", "search.threshold.type 'normal' is unknown"),
@@ -71,6 +71,20 @@ grids:
         ("{K: [1, 2],", "{K: [1, 5],", "grids.pair.K 5 does not divide resnet18"),
         ("[none, 0.3]", "[0.3, 0.3]", "grids.pair.threshold repeats a value in [0.3, 0.3]"),
         ("pair: {", "pair: 3 #", "grids.pair must map parameters to lists of values"),
+        ("grids:", "objectives: [{metric: val_loss, mode: max}]\ngrids:",
+         "objectives[0].metric 'val_loss' is not a metric the trials report; allowed: "
+         "knn_val_acc, linear_val_acc, max_block_head_macs"),
+        ("grids:", "objectives: [{metric: knn_val_acc, mode: maximise}]\ngrids:",
+         "objectives[0].mode 'maximise' is unknown; allowed: max, min"),
+        ("grids:", "objectives: [{metric: max_block_head_macs, mode: min}]\ngrids:",
+         "objectives needs an accuracy (knn_val_acc or linear_val_acc)"),
+        ("grids:", "objectives: [{metric: knn_val_acc, mode: max}, {metric: knn_val_acc, "
+                   "mode: min}]\ngrids:", "objectives names a metric twice"),
+        ("K: {type: categorical, choices: [1, 2, 4]}", "head: {type: float, low: 0, high: 1}",
+         "search.head.type must be categorical for this parameter"),
+        ("K: {type: categorical, choices: [1, 2, 4]}",
+         "head: {type: categorical, choices: [paper, conv]}",
+         "search.head 'conv' is unknown; allowed: paper, mlp"),
         ("batch_size: 128", "batchsize: 128", "train.batchsize is not a known key"),
     ],
 )
@@ -81,6 +95,28 @@ def test_bad_space_names_file_key_and_allowed(tmp_path, old, new, message):
         load_space(path)
     assert str(err.value).startswith(f"{path}: ")
     assert message in str(err.value)
+
+
+@pytest.mark.parametrize("dataset", ["digits", "fmnist", "cifar10", "stl10"])
+def test_shipped_pareto_spaces_search_heads_slope_and_cost(dataset):
+    from study.space import resolve_space
+
+    space = load_space(resolve_space(f"{dataset}-pareto"))
+    assert space.dataset == dataset
+    assert [(o.metric, o.mode) for o in space.objectives] == [
+        ("knn_val_acc", "max"), ("max_block_head_macs", "min")]
+    assert {"K", "head", "threshold", "threshold_slope", "tau"} == set(space.search)
+    first = space.points_to_evaluate[0]
+    assert (first["head"], first["threshold_slope"], first["threshold"]) == (
+        "paper", 0.0, PAPER_POINT[dataset])
+
+
+def test_unknown_space_name_lists_the_shipped_ones():
+    from study.space import resolve_space
+
+    with pytest.raises(ConfigError, match="--space 'fmnist-pareo' is neither a file nor a "
+                                          "shipped space; shipped: cifar10, cifar10-pareto"):
+        resolve_space("fmnist-pareo")
 
 
 def test_good_space_loads(tmp_path):

@@ -225,3 +225,31 @@ def test_command_bad_input_is_one_line(args, message):
     assert res.returncode == 2
     assert "Traceback" not in res.stderr
     assert message in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+def test_threshold_slope_gives_each_block_its_own_T():
+    cfg = TrainConfig(dataset="digits", K=4, threshold=0.2, threshold_slope=0.6)
+    assert cfg.thresholds == pytest.approx([0.2, 0.4, 0.6, 0.8])
+    assert TrainConfig(dataset="digits", K=4, threshold=0.8, threshold_slope=0.6).thresholds[
+        -1] == 1.0  # clipped
+    assert TrainConfig(dataset="digits", K=1, threshold=0.3, threshold_slope=1.0).thresholds == [
+        0.3]
+    with pytest.raises(ConfigError, match="threshold_slope=0.5 needs a threshold"):
+        TrainConfig(dataset="digits", threshold=None, threshold_slope=0.5)
+    with pytest.raises(ConfigError, match=r"threshold_slope=3 must be a number in \[-2, 2\]"):
+        TrainConfig(dataset="digits", threshold=0.0, threshold_slope=3)
+
+
+def test_each_block_keeps_pairs_by_its_own_threshold():
+    """T_1 = -1 keeps every pair in block 1; T_2 = 1 drops every negative in block 2 (no two
+    different images are identical); the epoch record logs each block's T beside its ratios."""
+    cfg = TrainConfig(dataset="digits", K=2, threshold=-1.0, threshold_slope=2.0, epochs=1,
+                      batch_size=64, subset=128)
+    record = Trainer(cfg).train_epoch()
+    assert record["threshold"] == [-1.0, 1.0]
+    assert record["kept_neg"][0] == 1.0 and record["kept_pos"][0] == 1.0
+    assert record["kept_neg"][1] < 0.01
+    from trainables.tune_trainable import epoch_metrics
+
+    m = epoch_metrics(record)
+    assert (m["threshold_block1"], m["threshold_block2"]) == (-1.0, 1.0)

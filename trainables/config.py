@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, fields
 from trainables.data import dataset_spec
 from trainables.errors import ConfigError
 from trainables.losses import SUBSAMPLE_MODES
-from trainables.models import check_K
+from trainables.models import HEADS, check_K
 
 PRECISIONS = ("auto", "bf16", "fp32")
 
@@ -24,7 +24,9 @@ class TrainConfig:
     arch: str | None = None
     K: int = 4
     threshold: float | None = None  # T of Eq. (5); None is Eq. (1)
+    threshold_slope: float = 0.0  # block k uses T + slope (k - 1) / (K - 1), clipped to [-1, 1]
     subsample: str = "both"
+    head: str = "paper"  # local projector heads (trainables.models.HEADS)
     tau: float = 0.5
     epochs: int = 10
     batch_size: int = 256
@@ -51,6 +53,15 @@ class TrainConfig:
             raise ConfigError(
                 f"threshold={self.threshold} is outside [-1, 1] (or None for Eq. (1))"
             )
+        if not isinstance(self.threshold_slope, (int, float)) or not math.isfinite(
+                self.threshold_slope) or abs(self.threshold_slope) > 2:
+            raise ConfigError(f"threshold_slope={self.threshold_slope!r} must be a number in "
+                              f"[-2, 2] (0: one T for every block)")
+        if self.threshold is None and self.threshold_slope != 0:
+            raise ConfigError(f"threshold_slope={self.threshold_slope} needs a threshold; "
+                              f"threshold=None is Eq. (1) in every block")
+        if self.head not in HEADS:
+            raise ConfigError(f"head={self.head!r} is unknown; allowed: {', '.join(HEADS)}")
         if self.subsample not in SUBSAMPLE_MODES:
             raise ConfigError(
                 f"subsample={self.subsample!r} is unknown; allowed: {', '.join(SUBSAMPLE_MODES)}"
@@ -68,6 +79,15 @@ class TrainConfig:
             raise ConfigError(
                 f"precision={self.precision!r} is unknown; allowed: {', '.join(PRECISIONS)}"
             )
+
+    @property
+    def thresholds(self) -> list[float | None]:
+        """T_k of each block k = 1..K: ``T + slope (k - 1) / (K - 1)`` clipped to [-1, 1]; the
+        paper's single T with slope 0, and None (Eq. (1)) everywhere without a threshold."""
+        if self.threshold is None:
+            return [None] * self.K
+        steps = [(k / (self.K - 1)) if self.K > 1 else 0.0 for k in range(self.K)]
+        return [min(1.0, max(-1.0, self.threshold + self.threshold_slope * s)) for s in steps]
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -71,5 +71,20 @@ def max_block_macs(costs: list[BlockCost]) -> int:
     return max(c.macs for c in costs)
 
 
+def max_block_head_macs(costs: list[BlockCost]) -> int:
+    """The parallel cost of a training step: the slowest block together with its head."""
+    return max(c.macs + c.head_macs for c in costs)
+
+
+def cost_summary(costs: list[BlockCost]) -> dict[str, int]:
+    """The cost metrics every run reports (and a study may minimise)."""
+    return {
+        "max_block_macs": max_block_macs(costs),
+        "max_block_head_macs": max_block_head_macs(costs),
+        "head_params": sum(c.head_params for c in costs),
+        "encoder_params": sum(c.params for c in costs),
+    }
+
+
 def _count(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trainables.cost import block_costs, max_block_macs
+from trainables.cost import block_costs, cost_summary
 from trainables.evaluation import (
     LINEAR_EPOCHS,
     BlockFeatures,
@@ -46,7 +46,7 @@ def final_report(
         "probe_val_acc": [p.val_acc for p in probes],
         "probe_test_acc": [p.test_acc for p in probes],
         "effective_rank": [effective_rank(s) for s in spectra],
-        "max_block_macs": max_block_macs(costs),
+        **cost_summary(costs),
         # Measured on CUDA only: the total, and the training steps' own part of it.
         "peak_memory_bytes": _peak(trainer.history, "peak_memory_bytes"),
         "peak_step_memory_bytes": _peak(trainer.history, "peak_step_memory_bytes"),

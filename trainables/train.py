@@ -55,7 +55,8 @@ class Trainer:
             data = load_data(cfg.dataset, cfg.data_dir, cfg.subset, cfg.download)
         self.data = data.to(self.device)
         spec = data.spec
-        model = DecoupledResNet(cfg.arch, cfg.K, spec.channels, spec.stem, cfg.width)
+        model = DecoupledResNet(cfg.arch, cfg.K, spec.channels, spec.stem, cfg.width,
+                                head=cfg.head)
         self.memory_format = torch.channels_last if self.bf16 else torch.contiguous_format
         self.model = model.to(self.device, memory_format=self.memory_format)
         self.augment = SimCLRAugment(
@@ -67,6 +68,7 @@ class Trainer:
         self.optimizer = torch.optim.Adam(
             self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True
         )
+        self.thresholds = cfg.thresholds  # T_k per block (one T unless threshold_slope)
         self.epoch = 0
         self.history: list[dict] = []
 
@@ -77,7 +79,7 @@ class Trainer:
             h = self.model.blocks[k](h.detach())
             z = self.model.heads[k](h)
         cfg = self.cfg
-        return h, contrastive_loss(z, cfg.tau, cfg.threshold, cfg.subsample)
+        return h, contrastive_loss(z, cfg.tau, self.thresholds[k], cfg.subsample)
 
     def train_step(self, images: torch.Tensor) -> torch.Tensor:
         """One step on a uint8 batch; returns [K, 3] (loss, kept_pos, kept_neg) on the device."""
@@ -115,6 +117,7 @@ class Trainer:
         record = {"epoch": self.epoch}
         for j, name in enumerate(STEP_METRICS):
             record[name] = [row[j] for row in means]
+        record["threshold"] = list(self.thresholds)  # T_k beside its block's kept ratios
         record["knn_val_acc"] = self.knn_val_accuracy()
         record["epoch_seconds"] = seconds
         record["images_per_s"] = 2 * steps * batch / seconds  # two views count as two

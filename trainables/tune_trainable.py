@@ -23,6 +23,7 @@ import torch
 from ray import tune
 
 from trainables.config import TrainConfig
+from trainables.cost import block_costs, cost_summary
 from trainables.report import final_report
 from trainables.train import Trainer, resolve_device
 
@@ -104,6 +105,10 @@ def run_trial(config: dict, setup: dict) -> None:
         trainer = Trainer(cfg)
 
     data = trainer.data.describe()
+    # The run's costs, in every result: a multi-objective study may minimise them.
+    spec = trainer.data.spec
+    costs = {k: float(v) for k, v in cost_summary(
+        block_costs(trainer.model, (spec.channels, spec.size, spec.size))).items()}
     while trainer.epoch < cfg.epochs:
         _maybe_fail(s, trial_id, trainer.epoch + 1)
         record = trainer.train_epoch()
@@ -112,11 +117,12 @@ def run_trial(config: dict, setup: dict) -> None:
             "epoch": record["epoch"],
             "diverged": not all(math.isfinite(v) for v in record["loss"]),
             METRICS: epoch_metrics(record),
+            **costs,
         }
         if data is not None:
             result[DATA], data = data, None
         if result["diverged"]:
-            result[OBJECTIVE] = WORST
+            result[OBJECTIVE] = result["linear_val_acc"] = WORST
             # The kNN of NaN features is noise, not a measurement: left out like the NaNs.
             result[METRICS].pop(OBJECTIVE, None)
             tune.report({**result, FINISHED: True})
@@ -129,6 +135,7 @@ def run_trial(config: dict, setup: dict) -> None:
             trainer.save(Path(d) / CHECKPOINT_FILE)
             if last:
                 result[FINAL] = _finish(trainer, s, started, Path(d) / REPORT_DIR)
+                result["linear_val_acc"] = result[FINAL]["linear_val_acc"]  # an objective too
                 result[FINISHED] = True
                 (Path(d) / FINAL_FILE).write_text(json.dumps(result))
             tune.report(result, checkpoint=tune.Checkpoint.from_directory(d))
@@ -143,8 +150,9 @@ def epoch_metrics(record: dict) -> dict[str, float]:
     for key in ("peak_memory_bytes", "peak_step_memory_bytes"):  # CUDA only
         if record.get(key) is not None:
             out[key] = float(record[key])
-    for key in ("loss", "kept_pos", "kept_neg"):
-        out.update({f"{key}_block{k + 1}": float(v) for k, v in enumerate(record[key])})
+    for key in ("loss", "kept_pos", "kept_neg", "threshold"):
+        out.update({f"{key}_block{k + 1}": float(v) for k, v in enumerate(record.get(key, []))
+                    if v is not None})
     return {k: v for k, v in out.items() if math.isfinite(v)}
 
 
