@@ -58,7 +58,8 @@ grids:
 @pytest.mark.parametrize(
     "old,new,message",
     [
-        ("search:", "serch:", "serch is not a known key; allowed: budgets, dataset, grids, keep_weights, model"),
+        ("search:", "serch:",
+         "serch is not a known key; allowed: budgets, dataset, grids, keep_weights, model"),
         ("high: 0.9", "high: 1.5", "search.threshold.high 1.5 is outside [-1, 1]"),
         ("[1, 2, 4]", "[1, 3]", "search.K 3 does not divide resnet18; allowed: 1, 2, 4, 8"),
         ("type: float", "type: normal", "search.threshold.type 'normal' is unknown"),
