@@ -357,3 +357,66 @@ def test_bad_space_file_is_one_line(tmp_path, old, new, message):
     assert res.returncode == 2
     assert f"error: {space}: " in res.stderr and message in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
+
+
+PARETO_SPACE = """
+dataset: digits
+model: {arch: resnet18, width: 0.125}
+train: {batch_size: 128, K: 4, threshold: 0.0, tau: 0.5}
+search:
+  K: {type: categorical, choices: [1, 2, 4]}
+  head: {type: categorical, choices: [paper, mlp]}
+  threshold: {type: float, low: -1.0, high: 0.9}
+  threshold_slope: {type: float, low: -0.5, high: 0.5}
+points_to_evaluate:
+  - {K: 4, head: paper, threshold: 0.0, threshold_slope: 0.0}
+  - {K: 4, head: mlp, threshold: 0.1, threshold_slope: 0.4}
+objectives:
+  - {metric: knn_val_acc, mode: max}
+  - {metric: max_block_head_macs, mode: min}
+budgets:
+  smoke: {epochs: 2, trials: 6, concurrency: 2, grace_period: 2, subset: 256, linear_epochs: 5}
+"""
+
+
+@pytest.mark.slow
+def test_multi_objective_study_exports_its_pareto_front(ray_session, tmp_path):
+    from study.pareto import dominates
+
+    space = tmp_path / "pareto.yaml"
+    space.write_text(PARETO_SPACE)
+    store = Store.at(tmp_path / "mlruns")
+    assert main(["--dataset", "digits", "--space", str(space), "--budget", "smoke",
+                 "--cpus-per-trial", "1", "--gpus-per-trial", "0", "--store", str(store.root),
+                 "--study-name", "mo"]) == 0
+    client, _, trials = _runs(store, "mo")
+    assert len(trials) == 6
+    # Optuna searched both objectives and got both values from every finished trial.
+    study = optuna.load_study(study_name="digits/mo", storage=store.optuna_url)
+    assert len(study.directions) == 2
+    finished = {r.info.run_id: r for r in trials if r.info.status == "FINISHED"}
+    assert len(finished) >= 2
+    by_number = {t.number: t for t in study.trials}
+    assert all(len(t.values) == 2 for t in by_number.values() if t.state.name == "COMPLETE")
+    # The sloped point's blocks each had their own T, logged beside their kept ratios.
+    sloped = next(r for r in trials if r.data.params["head"] == "mlp"
+                  and r.data.params["threshold_slope"] == "0.4")
+    assert [sloped.data.metrics[f"threshold_block{k}"] for k in (1, 2, 3, 4)] == \
+        pytest.approx([0.1, 0.1 + 0.4 / 3, 0.1 + 0.8 / 3, 0.5])
+
+    data = export(store, "digits", "mo")
+    objectives = [[o["metric"], o["mode"]] for o in data["objectives"]]
+    values = {rid: {m: r.data.metrics[m] for m, _ in objectives} for rid, r in finished.items()}
+    members = {e["run_id"] for e in data["pareto"]}
+    assert members and members <= set(finished), "a front member did not finish"
+    for e in data["pareto"]:
+        assert e["objectives"] == pytest.approx(values[e["run_id"]])
+        assert not any(dominates(v, values[e["run_id"]], objectives) for v in values.values())
+    for rid in set(finished) - members:
+        assert any(dominates(values[m], values[rid], objectives) for m in members), rid
+    # The paper's heads cost more than the pooled MLP heads at the same K.
+    paper, mlp = (next(r for r in trials if r.data.params["head"] == h
+                       and r.data.params["K"] == "4" and r.info.status == "FINISHED")
+                  for h in ("paper", "mlp"))
+    assert mlp.data.metrics["max_block_head_macs"] < paper.data.metrics["max_block_head_macs"]
+    assert mlp.data.metrics["max_block_macs"] == paper.data.metrics["max_block_macs"]
