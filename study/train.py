@@ -35,7 +35,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     run_flag("--K", type=int, help=f"decoupled blocks, divides the net (default: {DEFAULTS.K})")
     run_flag("--threshold", type=threshold_arg,
              help="T of Eq. (5) in [-1, 1]; 'none' (default) is plain SimCLR, Eq. (1)")
+    run_flag("--threshold-slope", type=float,
+             help="block k uses T + slope (k - 1) / (K - 1), clipped to [-1, 1] (default: 0)")
     run_flag("--subsample", help=f"{'/'.join(SUBSAMPLE_MODES)} (default: {DEFAULTS.subsample})")
+    run_flag("--head", help="local projector heads: paper (default, the appendix's) or mlp")
     run_flag("--tau", type=float, help=f"temperature (default: {DEFAULTS.tau})")
     run_flag("--epochs", type=int, help=f"(default: {DEFAULTS.epochs})")
     run_flag("--batch-size", type=int, help=f"(default: {DEFAULTS.batch_size})")
