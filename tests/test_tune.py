@@ -420,3 +420,14 @@ def test_multi_objective_study_exports_its_pareto_front(ray_session, tmp_path):
                   for h in ("paper", "mlp"))
     assert mlp.data.metrics["max_block_head_macs"] < paper.data.metrics["max_block_head_macs"]
     assert mlp.data.metrics["max_block_macs"] == paper.data.metrics["max_block_macs"]
+
+    # The report draws the front and lists exactly the exported members.
+    from study.report import main as report
+
+    assert report(["--study", "mo", "--store", str(store.root), "--out",
+                   str(tmp_path / "report")]) == 0
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert 'id="front"' in page and "the paper" not in page.split('id="front"')[0][-200:]
+    listed = re.search(r"<h3>Pareto front over.*?<tbody>(.*?)</tbody>", page).group(1)
+    assert sorted(re.findall(r"<tr><td>([^<]+)</td>", listed)) == sorted(
+        e["trial_id"] for e in data["pareto"])
