@@ -307,6 +307,9 @@ def bench_tune(quick: bool, repeats: int, epochs: int | None = None) -> dict:
                                                             f"tags.study = 'bench{r}'")
                           if "trial_id" in run.data.tags]
                 trials.append(run.data.metrics["wall_time_s"])
+            from study.summary import study_footprint
+
+            footprint = study_footprint(store, "bench0", "digits")  # what an ended study holds
     finally:
         if started_ray:
             import ray
@@ -314,9 +317,10 @@ def bench_tune(quick: bool, repeats: int, epochs: int | None = None) -> dict:
             ray.shutdown()
     direct_s, trial_s = statistics.median(direct), statistics.median(trials)
     log(f"  tune: direct {_seconds(direct)}, inside a trial {_seconds(trials)} "
-        f"(Ray's start {ray_start_s:.1f} s, once)")
+        f"(Ray's start {ray_start_s:.1f} s, once); the ended one-trial study holds "
+        f"{footprint['total'] / 1e6:.2f} MB")
     return {"direct_seconds": direct, "trial_seconds": trials, "ray_start_seconds": ray_start_s,
-            "overhead": trial_s / direct_s}
+            "overhead": trial_s / direct_s, "study_footprint_bytes": footprint}
 
 
 def _seconds(values: list[float]) -> str:

@@ -81,3 +81,7 @@ def test_tune_overhead_compares_alternating_runs(ray_session):
     direct, trials = out["direct_seconds"], out["trial_seconds"]
     assert len(direct) == len(trials) == 1 and out["ray_start_seconds"] > 0
     assert 0.4 < out["overhead"] < 2.5
+    # The ended study holds its report and its one kept encoder, no checkpoint.
+    disk = out["study_footprint_bytes"]
+    assert disk["kept_encoders"] == 1 and 0 < disk["encoders"] < disk["artifacts"]
+    assert disk["total"] == disk["artifacts"] + disk["ray"]
