@@ -340,14 +340,16 @@ def best_per_K_table(record: StudyRecord) -> Table:
             continue
         seen.add(t.K)
         m = t.metrics
-        rows.append([str(t.K), _t_text(t.threshold), f"{t.params.get('tau', 0.5):.3g}",
+        rows.append([str(t.K), _t_text(t.threshold),
+                     f"{t.params.get('threshold_slope', 0.0):.3g}",
+                     f"{t.params.get('tau', 0.5):.3g}", t.params.get("head", "paper"),
                      t.params.get("subsample", "both"), _pct(m["linear_val_acc"]),
                      _pct(m.get("knn_val_acc", math.nan)), _pct(m["linear_test_acc"]),
                      _t_text(PAPER_T.get(record.dataset, "-")), t.trial_id])
     rows.sort(key=lambda r: int(r[0]))
     return Table("Best T per K (chosen on validation accuracy)",
-                 ["K", "T", "tau", "subsample", "linear val %", "kNN val %", "linear test %",
-                  "paper T", "trial"], rows)
+                 ["K", "T", "T slope", "tau", "head", "subsample", "linear val %", "kNN val %",
+                  "linear test %", "paper T", "trial"], rows)
 
 
 def _t_text(T) -> str:

@@ -138,7 +138,8 @@ def test_study_tracks_every_trial_as_it_ended_and_exports(ray_session, tmp_path)
     page = (tmp_path / "report" / "report.html").read_text()
     assert 'id="search"' in page and "Optimisation history" in page and "The T landscape" in page
     best_row = re.search(r"<h3>Best T per K.*?<tbody>(.*?)</tbody>", page).group(1)
-    assert best_row.startswith("<tr><td>2</td><td>0.21</td><td>0.37</td>")
+    assert best_row.startswith("<tr><td>2</td><td>0.21</td><td>0</td><td>0.37</td>"
+                               "<td>paper</td>")
     states = re.findall(r"<td>(finished|stopped early|diverged)</td></tr>", page)
     assert sorted(states) == ["diverged", "finished", "stopped early"]
 
