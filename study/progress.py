@@ -46,6 +46,9 @@ class Progress(Callback):
     pending, the best so far with its parameters, the time elapsed and an estimate of the time
     left from the measured epoch times. Ray's own result tables are off (``verbose=0``)."""
 
+    # What a study pickled by an older version lacks when it resumes.
+    trials, concurrency, status_every, study, best = 0, 1, 60.0, "study", None
+
     def __init__(self, epochs: int, trials: int = 0, concurrency: int = 1,
                  status_every: float = 60.0, study: str = "study", clock=time.monotonic):
         self.epochs = epochs  # 0: each trial's own (a re-run of exported points)
@@ -65,6 +68,7 @@ class Progress(Callback):
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
+        self.epoch_seconds = state.get("epoch_seconds", [])
         self.clock = time.monotonic
         self.started = self.last_status = self.clock()
 

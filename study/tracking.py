@@ -35,6 +35,8 @@ WEIGHTS_KEPT = "weights_kept"  # run tag: "true" while the run holds its encoder
 class MlflowTracking(Callback):
     """Creates, logs and closes each trial's MLflow run from Tune's callbacks in the driver."""
 
+    keep_weights: int | str = "all"  # what a study pickled before the option had
+
     def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, study: str,
                  setup: TrialSetup, params: dict, keep_weights: int | str = "all"):
         self.tracking_uri = tracking_uri
