@@ -50,8 +50,9 @@ def test_smoke_study_through_a_ray_head_and_an_mlflow_server(tmp_path):
         stdout=subprocess.DEVNULL, stderr=open(tmp_path / "server.log", "w"), env=env)
     # --block keeps the head's processes under this one: terminating it stops the head alone
     # (``ray stop`` would end every Ray process of the machine, the test session's too).
+    ray_cli = shutil.which("ray", path=str(Path(sys.executable).parent)) or "ray"
     head = subprocess.Popen(
-        [shutil.which("ray") or "ray", "start", "--head", "--block", "--port", str(ray_port),
+        [ray_cli, "start", "--head", "--block", "--port", str(ray_port),
          "--num-cpus", "2", "--num-gpus", "0",
          "--include-dashboard", "false", "--temp-dir", str(ray_tmp), "--disable-usage-stats"],
         stdout=open(tmp_path / "head.log", "w"), stderr=subprocess.STDOUT, env=env)
