@@ -603,9 +603,14 @@ def fig_probes(probes: dict[str, list[float]]) -> str:
 
 
 def compared_trials(record: StudyRecord) -> dict[str, Trial]:
-    """The best trial, and the best trial of the same K on the other side of T = none."""
-    best = record.finished[0]
-    peers = [t for t in record.finished if t.K == best.K and t is not best
+    """The best trial, and the best trial of the same K on the other side of T = none. In a
+    grid, the best of its deepest split: the paper draws these figures at its deepest K."""
+    pool = record.finished
+    if record.kind in ("grid", "rerun"):
+        deepest = max(t.K for t in pool)
+        pool = [t for t in pool if t.K == deepest]
+    best = pool[0]
+    peers = [t for t in pool if t.K == best.K and t is not best
              and (t.threshold is None) != (best.threshold is None)]
     out = {f"best: {_label(best)}": best}
     if peers:
