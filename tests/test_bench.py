@@ -21,7 +21,9 @@ def test_subsample_overhead_sees_a_slowdown_injected_into_eq5(monkeypatch):
 
     monkeypatch.setattr(bench, "contrastive_loss", eq5_slower_by_20_ms)
     out = bench_subsample(torch.device("cpu"), repeats=5, batch=64)
-    assert out["eq5_seconds"] - out["eq1_seconds"] == pytest.approx(0.02, abs=0.01)
+    # The sleep puts at least 20 ms on Eq. (5); a busy machine can only add to either side, so
+    # only a floor is safe (a band failed once when other work shared the 2 cores).
+    assert 0.01 < out["eq5_seconds"] - out["eq1_seconds"] < 0.5
     assert out["overhead"] > 2  # Eq. (1) at batch 64 takes a millisecond or so here
 
 
