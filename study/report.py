@@ -26,6 +26,7 @@ import os
 import statistics
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -129,7 +130,7 @@ def load_study(store: Store, study: str) -> StudyRecord:
                          plan["parent_run_id"], plan["experiment_id"],
                          sorted(trials, key=lambda t: t.trial_id), plan)
     if not record.finished:
-        states = _count(t.state for t in trials)
+        states = Counter(t.state for t in trials)
         raise ConfigError(
             f"study {study!r} has no finished trial to report yet "
             f"({', '.join(f'{n} {s}' for s, n in states.items()) or 'no trial started'}); "
@@ -142,13 +143,6 @@ def _cell_name(params: dict) -> str:
     from study._cli import format_params
 
     return format_params({k: params.get(k) for k in ("K", "threshold", "subsample", "tau")})
-
-
-def _count(items) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for item in items:
-        out[item] = out.get(item, 0) + 1
-    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -274,7 +268,7 @@ def grid_table(record: StudyRecord) -> Table:
     headers = ["cell", "seeds", *(c.title for c in columns),
                "paper test %", "paper max block MACs", "paper memory"]
     rows = []
-    all_seeds = _count(t.cell for t in record.trials)
+    all_seeds = Counter(t.cell for t in record.trials)
     for cell, trials in _cells(record).items():
         first = next(t for t in record.trials if t.cell == cell)
         p = first.params
@@ -363,7 +357,7 @@ def trials_table(record: StudyRecord) -> Table:
              _pct(t.metrics["linear_val_acc"]) if "linear_val_acc" in t.metrics else "-",
              str(t.epochs or "-"), t.state]
             for t in sorted(record.trials, key=lambda t: t.rank_key, reverse=True)]
-    states = _count(t.state for t in record.trials)
+    states = Counter(t.state for t in record.trials)
     return Table("Every trial, best first by validation accuracy",
                  ["trial", "K", "T", "tau", "subsample", "seed", "kNN val %", "linear val %",
                   "epochs", "state"], rows,

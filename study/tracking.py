@@ -151,7 +151,6 @@ class MlflowTracking(Callback):
         self.client.set_tag(run_id, "error", str(trial.error_file or "see Ray's trial log"))
         self.client.set_terminated(run_id, "FAILED")
 
-
     def drop_weights_beyond_best(self) -> None:
         """Delete the encoder of every finished trial outside the ``keep_weights`` best (by
         validation accuracy, as the study ranks); its run's ``weights_kept`` tag says so.
