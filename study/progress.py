@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from optuna.exceptions import UpdateFinishedTrialError
 from ray.tune import Callback
 from ray.tune.search.optuna import OptunaSearch
 
@@ -37,7 +38,12 @@ class StudySearch(OptunaSearch):
         # value to report; Ray's own method would raise on it.
         if isinstance(self.metric, str) and self.metric not in result:
             return
-        super().on_trial_result(trial_id, result)
+        try:
+            super().on_trial_result(trial_id, result)
+        except UpdateFinishedTrialError as e:
+            # A trial that ended after Ray's last saved state (a killed driver) reports again
+            # when resumed; its Optuna trial holds its end already.
+            logging.getLogger("optuna").info("trial %s: %s", trial_id, e)
 
 
 class Progress(Callback):

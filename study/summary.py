@@ -169,6 +169,12 @@ def register_best(store: Store, best: TrialRow, name: str) -> None:
     from trainables.tune_trainable import ENCODER_FILE
 
     client = MlflowClient(store.tracking_uri)
+    # Once per study: a driver stopped after registering does not register again on --resume.
+    done = [v for v in client.search_model_versions(f"name = '{name}'")
+            if v.run_id == best.run_id]
+    if done:
+        log(f"the best encoder is registered as {name} version {done[0].version}")
+        return
     run = client.get_run(best.run_id)
     # The registry follows the tracking URI, so registering is fluent too.
     with _fluent_tracking_uri(store.tracking_uri):

@@ -16,12 +16,15 @@ from pathlib import Path
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param
 from mlflow.tracking import MlflowClient
 from ray.tune import Callback
+from ray.tune.result import AUTO_RESULT_KEYS
 
 from study._cli import format_params
+from study.guard import GuardedClient
 from trainables.tune_trainable import (
     DATA,
     ENCODER_FILE,
     FINAL,
+    FINAL_FILE,
     FINISHED,
     METRICS,
     REPORT_DIR,
@@ -29,6 +32,8 @@ from trainables.tune_trainable import (
     trial_config,
 )
 
+ENDED_RUNS = ("FINISHED", "KILLED")  # a trial run's status once its trial ended
+STEP_METRIC = "epoch_seconds"  # logged at every epoch of every trial that did not diverge
 WEIGHTS_KEPT = "weights_kept"  # run tag: "true" while the run holds its encoder's weights
 
 
@@ -47,17 +52,32 @@ class MlflowTracking(Callback):
         self.params = params  # logged with every trial (budget, git commit, ...)
         self.keep_weights = keep_weights  # the N best finished trials keep their encoder, or all
         self.runs: dict[str, str] = {}  # trial id -> MLflow run id
-        self._client: MlflowClient | None = None
+        self._client: GuardedClient | None = None
+        self._logged: dict[str, int] = {}  # trial id -> last epoch logged, this process
 
     def __getstate__(self) -> dict:
-        # Tune pickles its callbacks with the study (for --resume); a client is not data.
-        return {**self.__dict__, "_client": None}
+        # Tune pickles its callbacks with the study (for --resume); a client is not data, and
+        # the steps already logged are read again from MLflow by the resumed driver.
+        return {**self.__dict__, "_client": None, "_logged": {}}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._logged = {}
 
     @property
     def client(self) -> MlflowClient:
         if self._client is None:
-            self._client = MlflowClient(self.tracking_uri)
+            self._client = GuardedClient(MlflowClient(self.tracking_uri), self.tracking_uri)
         return self._client
+
+    def last_logged_step(self, trial, run_id: str) -> int:
+        """The last epoch this trial's run holds: a trial resumed from a checkpoint older than
+        what was logged (a killed driver, ``checkpoint_every`` > 1) reports those epochs again,
+        and each is logged once."""
+        if trial.trial_id not in self._logged:
+            history = self.client.get_metric_history(run_id, STEP_METRIC)
+            self._logged[trial.trial_id] = max((m.step for m in history), default=0)
+        return self._logged[trial.trial_id]
 
     def run_id(self, trial) -> str:
         """The trial's MLflow run: cached, else found by its tags (a resumed study), else new."""
@@ -72,6 +92,7 @@ class MlflowTracking(Callback):
             run_id = found[0].info.run_id
         else:
             run_id = self._create_run(trial)
+            self._logged[trial.trial_id] = 0
         self.runs[trial.trial_id] = run_id
         return run_id
 
@@ -100,11 +121,19 @@ class MlflowTracking(Callback):
         return run.info.run_id
 
     def on_trial_start(self, iteration, trials, trial, **info):
-        self.run_id(trial)
+        run_id = self.run_id(trial)
+        run = self.client.get_run(run_id)
+        if run.info.status == "FAILED" and "error" in run.data.tags:
+            # A trial that failed for good is tried again by --resume (resume_errored).
+            self.client.delete_tag(run_id, "error")
+            self.client.update_run(run_id, status="RUNNING")
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         run_id, now = self.run_id(trial), int(time.time() * 1000)
         step = int(result.get("epoch", 0))
+        if step <= self.last_logged_step(trial, run_id):
+            return  # logged before the driver stopped; the trial resumed from an older state
+        self._logged[trial.trial_id] = step
         metrics = [Metric(k, v, now, step) for k, v in result.get(METRICS, {}).items()]
         metrics += [Metric(k, v, now, step) for k, v in result.get(FINAL, {}).items()]
         self.client.log_batch(run_id, metrics=metrics)
@@ -129,7 +158,9 @@ class MlflowTracking(Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         result, run_id = trial.last_result or {}, self.run_id(trial)
-        if result.get("diverged"):
+        if self.client.get_run(run_id).info.status in ENDED_RUNS:
+            pass  # ended before the driver stopped; Ray's saved state had not caught up
+        elif result.get("diverged"):
             pass
         elif not result.get(FINISHED):
             self.client.set_tag(run_id, "early_stopped", "true")
@@ -144,7 +175,7 @@ class MlflowTracking(Callback):
         # An ended trial never trains again, and what it made is in MLflow now: its checkpoint
         # (about 2.3 GB at K = 16 on ResNet-50) only held the disk. A failed trial keeps its own,
         # for Ray's retry.
-        remove_checkpoint(trial.checkpoint)
+        retire_checkpoint(trial.checkpoint, result)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         run_id = self.run_id(trial)
@@ -174,7 +205,31 @@ class MlflowTracking(Callback):
                                 f"deleted: not among the {self.keep_weights} best trials")
 
 
-def remove_checkpoint(checkpoint) -> None:
-    """Delete a Ray checkpoint folder, on whichever file system the study's storage uses."""
-    if checkpoint is not None:
-        checkpoint.filesystem.delete_dir(checkpoint.path)
+def retire_checkpoint(checkpoint, result: dict) -> None:
+    """Empty an ended trial's Ray checkpoint, on whichever file system the study's storage
+    uses, but for ``FINAL_FILE``: the result the trial ended with (a few kB).
+
+    Ray saves its experiment state every few seconds. A driver killed after a trial ended but
+    before that save resumes the trial from this checkpoint: the trial then reports its end
+    again from ``FINAL_FILE`` and trains nothing (``trainables.tune_trainable.run_trial``).
+    """
+    if checkpoint is None:
+        return
+    from pyarrow import fs
+
+    final = f"{checkpoint.path}/{FINAL_FILE}"
+    files = checkpoint.filesystem.get_file_info(fs.FileSelector(checkpoint.path))
+    if not any(f.path == final for f in files):
+        ended = {k: v for k, v in result.items() if k not in AUTO_RESULT_KEYS + RAY_KEYS}
+        with checkpoint.filesystem.open_output_stream(final) as out:
+            out.write(json.dumps(ended, default=str).encode())
+    for f in files:
+        if f.path == final:
+            continue
+        if f.type == fs.FileType.Directory:
+            checkpoint.filesystem.delete_dir(f.path)
+        else:
+            checkpoint.filesystem.delete_file(f.path)
+
+
+RAY_KEYS = ("done", "trial_id", "experiment_tag", "should_checkpoint")  # Ray fills them in

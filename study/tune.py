@@ -19,6 +19,7 @@ from pathlib import Path
 from study._cli import log, parser, run
 from study.export import points as export_points
 from study.space import BUDGETS, SearchSpace, load_space, resolve_space, space_path
+from study.state import saved_state
 from study.store import Store, git_commit
 from trainables.data import SPECS, prepare_data
 from trainables.errors import ConfigError
@@ -100,17 +101,51 @@ class Plan:
     grid: str = ""  # run the cells of this grid of the space over ``seeds`` seeds
     keep_weights: int | str = 3  # finished trials whose encoder stays in MLflow, or "all"
     objectives: list = field(default_factory=lambda: [["knn_val_acc", "max"]])  # [metric, mode]
+    completed: float = 0.0  # when the end-of-study work was done; 0 while it is not
 
 
 def main(argv: list[str] | None = None) -> int:
+    """0: the study is complete; 130: stopped (Ctrl-C) and resumable; 1: stopped by a fault
+    (one line says which), resumable once it is fixed; 2: bad input."""
+    from study import guard, stop
+
     args = parse_args(argv)
     store = Store.at(args.store, args.tracking_uri)
-    # Everything that can be checked without Ray is checked before it starts.
-    if args.resume:
-        plan = Plan(**store.load_study(args.study_name or store.latest_study(args.dataset)))
-    else:
-        plan = _new_plan(store, args)
+    guard.quiet_http_retries()
+    with stop.handling_ctrl_c():
+        # Everything that can be checked without Ray is checked before it starts.
+        if args.resume:
+            plan = Plan(**store.load_study(args.study_name or store.latest_study(args.dataset)))
+            if plan.completed:
+                log(f"study {plan.study} is complete (ended {time.ctime(plan.completed)}); "
+                    f"nothing to resume")
+                return 0
+        else:
+            plan = _new_plan(store, args)
+        try:
+            return _study(store, plan, args)
+        except KeyboardInterrupt:
+            return _stopped(store, plan, "interrupted", code=130)
+        except stop.StudyStopped as e:
+            return _stopped(store, plan, e.reason, code=130 if e.interrupted else 1)
+
+
+def _study(store: Store, plan: Plan, args) -> int:
+    from study import stop
+
     space = load_space(plan.space_file)
+    if args.resume:
+        state = saved_state(store.ray_dir / plan.study, plan.trials)
+        if state is not None and state.complete:
+            # Every trial ended; the driver stopped during the end-of-study work.
+            log(f"study {plan.study}: {state.describe()}; finishing its end-of-study work")
+            _finish(store, plan)
+            return 0
+    else:
+        with stop.deferred():  # the parent run and the study's record, both or neither
+            plan.experiment_id = store.experiment_id(plan.dataset)
+            plan.parent_run_id = _parent_run(store, plan, space)
+            store.save_study(plan.study, plan.__dict__)
     # The driver fetches the data once, before any trial: trials only read (no download races).
     prepare_data(plan.dataset, plan.data_dir)
     from study.progress import log_libraries_to, stderr_to
@@ -128,6 +163,19 @@ def main(argv: list[str] | None = None) -> int:
             import ray
 
             ray.shutdown()
+
+
+def _stopped(store: Store, plan: Plan, reason: str, code: int) -> int:
+    """A study that did not complete: where it stands and the command that continues it."""
+    if not store.study_file(plan.study).exists():
+        log(f"{reason}: the study was stopped before it was recorded; nothing to resume")
+        return code
+    state = saved_state(store.ray_dir / plan.study, plan.trials)
+    where = state.describe() if state is not None else "no trial started yet"
+    log(f"\n{reason}: study {plan.study} stopped with {where}; continue it with:\n"
+        f"  python -m study.tune --dataset {plan.dataset} --study-name {plan.study} --resume"
+        + (f" --store {store.root}" if store.root != Path("mlruns").resolve() else ""))
+    return code
 
 
 def _new_plan(store: Store, args) -> Plan:
@@ -287,33 +335,58 @@ def _run_study(store: Store, plan: Plan, space: SearchSpace, resume: bool,
         {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial},
     )
     path = store.ray_dir / plan.study
-    if resume:
-        if not tune.Tuner.can_restore(str(path)):
-            raise ConfigError(f"study {plan.study!r} has no Ray Tune state at {path} to resume")
+    if resume and saved_state(path, plan.trials) is not None:
         log(f"resuming {plan.study} from {path}")
         tuner = tune.Tuner.restore(str(path), trainable, resume_errored=True)
-    elif plan.config_file or plan.grid:
-        tuner = _rerun_tuner(store, plan, space, trainable, setup, status_every)
     else:
-        tuner = _new_tuner(store, plan, space, trainable, setup, status_every)
+        if resume:  # stopped before Ray saved any state: nothing Ray knows of to continue
+            log(f"study {plan.study} stopped before its first trial was saved; starting its "
+                f"trials")
+            _forget_unsaved_search(store, plan)
+        if plan.config_file or plan.grid:
+            tuner = _rerun_tuner(store, plan, space, trainable, setup, status_every)
+        else:
+            tuner = _new_tuner(store, plan, space, trainable, setup, status_every)
+    from study import stop
     from study.progress import log_libraries_to
 
     log_libraries_to(store.log_file(plan.study))  # again: Ray set its loggers up once started
-    results = tuner.fit()
-    ended = results.num_terminated + results.num_errors
-    if ended >= plan.trials:
-        close_leftovers(store, plan)
+    with stop.tune_running():
+        tuner.fit()
+    state = saved_state(path, plan.trials)
+    if state is None or not state.complete:
+        reason = "interrupted" if stop.requested() else "Ray Tune stopped"
+        raise stop.StudyStopped(reason, interrupted=stop.requested())
+    _finish(store, plan)
+    return 0
+
+
+def _finish(store: Store, plan: Plan) -> None:
+    """The end-of-study work, once, on the run that completes the study: close what a killed
+    driver left open, the summary, the best encoder's registration, the parent run FINISHED,
+    then the record says ``completed``. A driver stopped in the middle does it again on
+    ``--resume``; each step is safe to repeat."""
     from study.summary import print_summary
 
-    print_summary(store, plan.study, plan.dataset, plan.parent_run_id, ended >= plan.trials,
+    close_leftovers(store, plan)
+    print_summary(store, plan.study, plan.dataset, plan.parent_run_id, True,
                   objectives=plan.objectives)
-    if ended < plan.trials:
-        log(f"\nstopped with {ended} of {plan.trials} trials ended; continue with:\n"
-            f"  python -m study.tune --dataset {plan.dataset} --study-name {plan.study} "
-            f"--resume" + (f" --store {store.root}" if store.root != Path('mlruns').resolve()
-                           else ""))
-        return 130
-    return 0
+    plan.completed = time.time()
+    store.save_study(plan.study, plan.__dict__)
+
+
+def _forget_unsaved_search(store: Store, plan: Plan) -> None:
+    """The Optuna trials of a study that Ray never saved: no Ray trial will continue them, and
+    a fresh searcher would queue the points to evaluate a second time."""
+    if plan.grid or plan.config_file:
+        return
+    import optuna
+
+    try:
+        optuna.delete_study(study_name=f"{plan.dataset}/{plan.study}",
+                            storage=optuna.storages.RDBStorage(store.optuna_url))
+    except KeyError:
+        pass
 
 
 LOST = "the driver was killed before Ray Tune saved this trial's state; it was not resumed"

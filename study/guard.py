@@ -1,0 +1,97 @@
+"""The driver's MLflow calls, guarded: a tracking server that stops answering is waited for
+(said on the console, retried every few seconds), a full disk stops the study in one line;
+either way nothing a trial reported is dropped, and the study stays resumable.
+
+MLflow's own HTTP retries (urllib3, minutes of back-off, said only in the log file) are cut to
+none: the wait is ours, so the console says what happens and Ctrl-C ends it.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+
+from study import stop
+from study._cli import log
+
+RETRY_S = 5.0
+WAIT_ENV = "SLS_TRACKING_WAIT_S"  # how long to wait for a tracking server (default 30 min)
+UNREACHABLE = ("Max retries exceeded", "Connection refused", "Failed to establish",
+               "Connection aborted", "Read timed out", "RemoteDisconnected")
+DISK_FULL = ("No space left on device", "database or disk is full")
+
+
+def quiet_http_retries() -> None:
+    """Fail an MLflow HTTP call in seconds, not minutes: ``GuardedClient`` retries it."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+
+
+class GuardedClient:
+    """An ``MlflowClient`` whose every call waits out an unreachable server and turns a full
+    disk into ``stop.StudyStopped``."""
+
+    def __init__(self, client, uri: str, wait_s: float | None = None, sleep=time.sleep):
+        self._client = client
+        self._uri = uri
+        self._wait_s = float(os.environ.get(WAIT_ENV, 1800)) if wait_s is None else wait_s
+        self._sleep = sleep
+
+    def __getattr__(self, name: str):
+        method = getattr(self._client, name)
+        if not callable(method):
+            return method
+        return lambda *args, **kwargs: self.call(name, method, *args, **kwargs)
+
+    def call(self, what: str, fn, *args, **kwargs):
+        since = None
+        while True:
+            try:
+                out = fn(*args, **kwargs)
+            except Exception as e:  # MLflow wraps what it meets: read the whole chain
+                text = _chain_text(e)
+                if _is_disk_full(e, text):
+                    raise stop.StudyStopped(
+                        f"no space left on device while MLflow wrote ({what}) to {self._uri}; "
+                        f"free space there") from None
+                if not any(s in text for s in UNREACHABLE):
+                    raise
+                now = time.monotonic()
+                if since is None:
+                    since = now
+                    log(f"MLflow at {self._uri} does not answer ({what}); retrying every "
+                        f"{RETRY_S:g} s for up to {self._wait_s / 60:g} min. Ctrl-C stops the "
+                        f"study, resumable")
+                if stop.requested():
+                    raise stop.StudyStopped(f"interrupted while MLflow at {self._uri} did not "
+                                            f"answer", interrupted=True) from None
+                if now - since >= self._wait_s:
+                    raise stop.StudyStopped(
+                        f"MLflow at {self._uri} did not answer for {(now - since) / 60:.0f} "
+                        f"min ({what})") from None
+                self._sleep(RETRY_S)
+                continue
+            if since is not None:
+                log(f"MLflow at {self._uri} answers again after "
+                    f"{time.monotonic() - since:.0f} s; the study goes on")
+            return out
+
+
+def _chain_text(e: BaseException) -> str:
+    parts, seen = [], set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        parts.append(f"{type(e).__name__}: {e}")
+        e = e.__cause__ or e.__context__
+    return " | ".join(parts)
+
+
+def _is_disk_full(e: BaseException, text: str) -> bool:
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+            return True
+        e = e.__cause__ or e.__context__
+    return any(s in text for s in DISK_FULL)
