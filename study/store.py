@@ -57,7 +57,9 @@ class Store:
     def save_study(self, study: str, record: dict) -> None:
         path = self.study_file(study)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(record, indent=1))
+        part = path.with_suffix(".part")  # a stop mid-write leaves the last record whole
+        part.write_text(json.dumps(record, indent=1))
+        os.replace(part, path)
 
     def load_study(self, study: str) -> dict:
         path = self.study_file(study)

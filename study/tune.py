@@ -131,8 +131,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _study(store: Store, plan: Plan, args) -> int:
-    from study import stop
-
     space = load_space(plan.space_file)
     if args.resume:
         state = saved_state(store.ray_dir / plan.study, plan.trials)
@@ -141,11 +139,6 @@ def _study(store: Store, plan: Plan, args) -> int:
             log(f"study {plan.study}: {state.describe()}; finishing its end-of-study work")
             _finish(store, plan)
             return 0
-    else:
-        with stop.deferred():  # the parent run and the study's record, both or neither
-            plan.experiment_id = store.experiment_id(plan.dataset)
-            plan.parent_run_id = _parent_run(store, plan, space)
-            store.save_study(plan.study, plan.__dict__)
     # The driver fetches the data once, before any trial: trials only read (no download races).
     prepare_data(plan.dataset, plan.data_dir)
     from study.progress import log_libraries_to, stderr_to
@@ -168,7 +161,8 @@ def _study(store: Store, plan: Plan, args) -> int:
 def _stopped(store: Store, plan: Plan, reason: str, code: int) -> int:
     """A study that did not complete: where it stands and the command that continues it."""
     if not store.study_file(plan.study).exists():
-        log(f"{reason}: the study was stopped before it was recorded; nothing to resume")
+        log(f"{reason}: study {plan.study} stopped before it was recorded; nothing to resume "
+            f"(the same command starts it again)")
         return code
     state = saved_state(store.ray_dir / plan.study, plan.trials)
     where = state.describe() if state is not None else "no trial started yet"
@@ -317,6 +311,8 @@ def _run_study(store: Store, plan: Plan, space: SearchSpace, resume: bool,
                status_every: float = 60.0) -> int:
     from ray import tune
 
+    from study import stop
+
     log(f"study {plan.study}: {plan.dataset}, budget {plan.budget} ({plan.trials} trials x "
         f"{plan.epochs} epochs, {plan.concurrency} at once, {plan.gpus_per_trial:g} GPU + "
         f"{plan.cpus_per_trial:g} CPU each), space {plan.space_file}")
@@ -326,9 +322,10 @@ def _run_study(store: Store, plan: Plan, space: SearchSpace, resume: bool,
     log(f"MLflow: {store.tracking_uri}   Optuna: {store.optuna_url}")
     log(f"Ray's, MLflow's and Optuna's own messages: {store.log_file(plan.study)}")
     if not resume:
-        plan.experiment_id = store.experiment_id(plan.dataset)
-        plan.parent_run_id = _parent_run(store, plan, space)
-        store.save_study(plan.study, plan.__dict__)
+        with stop.deferred():  # the parent run and the study's record: both or neither
+            plan.experiment_id = store.experiment_id(plan.dataset)
+            plan.parent_run_id = _parent_run(store, plan, space)
+            store.save_study(plan.study, plan.__dict__)
     setup = _trial_setup(store, plan, space)
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, setup=setup.to_dict()),
@@ -347,7 +344,6 @@ def _run_study(store: Store, plan: Plan, space: SearchSpace, resume: bool,
             tuner = _rerun_tuner(store, plan, space, trainable, setup, status_every)
         else:
             tuner = _new_tuner(store, plan, space, trainable, setup, status_every)
-    from study import stop
     from study.progress import log_libraries_to
 
     log_libraries_to(store.log_file(plan.study))  # again: Ray set its loggers up once started

@@ -1,0 +1,287 @@
+"""The fault matrix: a real study process stopped by a real signal (or a dead server, a full
+disk), then ``--resume`` until it completes, then the invariants of a completed study.
+
+Each stop is sent to the study's process group, as a terminal sends Ctrl-C. Every run of the
+study, the stopped ones included, is checked for tracebacks on its console.
+"""
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+
+from study.state import saved_state
+from study.store import Store
+
+# Four trials, two at a time, two epochs each: two waves. Small enough for ~20 s a run.
+SPACE = """
+dataset: digits
+model: {arch: resnet18, width: 0.125}
+train: {batch_size: 128, K: 2, threshold: 0.0, tau: 0.5, lr: 1.0e-3, weight_decay: 1.0e-6}
+search:
+  threshold: {type: float, low: -1.0, high: 0.9}
+  tau: {type: float, low: 0.1, high: 1.0, log: true}
+  K: {type: categorical, choices: [1, 2]}
+points_to_evaluate:
+  - {threshold: 0.0, tau: 0.5, K: 2}
+budgets:
+  smoke: {epochs: 2, trials: 4, concurrency: 2, grace_period: 1, linear_epochs: 5}
+"""
+TRIALS, EPOCHS = 4, 2
+TIMEOUT = 300
+
+
+class Study:
+    """One study's store, its runs as subprocesses and what each printed."""
+
+    def __init__(self, tmp_path: Path, name: str, tracking_uri: str | None = None):
+        self.root = tmp_path / "mlruns"
+        self.name = name
+        self.space = tmp_path / "space.yaml"
+        self.space.write_text(SPACE)
+        self.tracking_uri = tracking_uri
+        self.store = Store.at(self.root, tracking_uri)
+        self.consoles: list[str] = []
+        self.env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1"}
+        self.env.pop("MLFLOW_TRACKING_URI", None)
+
+    def args(self, resume: bool) -> list[str]:
+        args = ["--dataset", "digits", "--store", str(self.root), "--study-name", self.name,
+                "--status-every", "600"]
+        if self.tracking_uri:
+            args += ["--tracking-uri", self.tracking_uri]
+        if resume:
+            return [*args, "--resume"]
+        return [*args, "--space", str(self.space), "--budget", "smoke", "--cpus-per-trial", "1",
+                "--gpus-per-trial", "0"]
+
+    def start(self, resume: bool = False) -> subprocess.Popen:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "study.tune", *self.args(resume)], stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True, env=self.env, start_new_session=True)
+        proc.lines = []
+        return proc
+
+    def watch(self, proc, until, timeout: float = TIMEOUT) -> None:
+        """Read the console until ``until(lines)`` holds."""
+        deadline = time.time() + timeout
+        for line in proc.stdout:
+            proc.lines.append(line)
+            if until(proc.lines):
+                return
+            assert time.time() < deadline, "".join(proc.lines)[-3000:]
+        raise AssertionError("the study ended before the moment to stop it:\n"
+                             + "".join(proc.lines)[-3000:])
+
+    def end(self, proc, timeout: float = TIMEOUT) -> tuple[int, str]:
+        rest = proc.communicate(timeout=timeout)[0]
+        console = "".join(proc.lines) + rest
+        self.consoles.append(console)
+        assert "Traceback" not in console, console[-4000:]
+        return proc.returncode, console
+
+    def resume(self) -> tuple[int, str]:
+        return self.end(self.start(resume=True))
+
+    def complete(self, tries: int = 3) -> str:
+        """``--resume`` until the study completes (once is the rule; the cap is a guard)."""
+        for _ in range(tries):
+            code, console = self.resume()
+            if code == 0:
+                return console
+            assert code == 130, console[-3000:]
+        raise AssertionError(f"not complete after {tries} resumes")
+
+
+def signal_group(proc, sig) -> None:
+    os.killpg(proc.pid, sig)
+
+
+def ended(lines) -> int:
+    return sum(("] finished" in x or "] stopped early" in x) for x in lines)
+
+
+def started(lines) -> int:
+    return sum("] started" in x for x in lines)
+
+
+def check_complete(study: Study) -> None:
+    """The invariants of a completed study."""
+    state = saved_state(study.root / "ray" / study.name, TRIALS)
+    assert state is not None and state.complete and len(state.trials) == TRIALS, state
+    ray_ids = {t.trial_id for t in state.trials}
+
+    client = MlflowClient(study.store.tracking_uri)
+    exp = client.get_experiment_by_name("digits")
+    runs = client.search_runs([exp.experiment_id], f"tags.study = '{study.name}'")
+    parents = [r for r in runs if "trial_id" not in r.data.tags]
+    assert [p.info.status for p in parents] == ["FINISHED"]
+    trial_runs = [r for r in runs if "trial_id" in r.data.tags and "lost" not in r.data.tags]
+    assert sorted(r.data.tags["trial_id"] for r in trial_runs) == sorted(ray_ids)
+    for r in runs:
+        assert r.info.status != "RUNNING", r.data.tags
+    for r in trial_runs:
+        tags = r.data.tags
+        assert (r.info.status == "FINISHED"
+                or (r.info.status == "KILLED" and tags.get("early_stopped") == "true")
+                or (r.info.status == "FAILED" and ("diverged" in tags or "error" in tags))), tags
+        steps = [m.step for m in client.get_metric_history(r.info.run_id, "epoch_seconds")]
+        assert len(steps) == len(set(steps)), f"an epoch logged twice: {steps}"
+        last = EPOCHS if r.info.status == "FINISHED" else max(steps)
+        assert sorted(steps) == list(range(1, last + 1)), steps
+        if r.info.status == "FINISHED":
+            assert "linear_val_acc" in r.data.metrics
+    for r in runs:
+        if "lost" in r.data.tags:
+            assert r.info.status == "KILLED"
+
+    storage = optuna.storages.RDBStorage(study.store.optuna_url)
+    trials = optuna.load_study(study_name=f"digits/{study.name}", storage=storage).trials
+    states = [t.state.name for t in trials]
+    assert sum(s in ("COMPLETE", "PRUNED") for s in states) == TRIALS, states
+    assert not {"RUNNING", "WAITING"} & set(states), states
+    assert states.count("FAIL") == sum("lost" in r.data.tags for r in runs), states
+
+    versions = client.search_model_versions(f"name = '{study.name}-encoder'")
+    assert len(versions) == 1, [v.version for v in versions]
+    record = study.store.load_study(study.name)
+    assert record["completed"] > 0
+
+
+def check_resume_of_a_complete_study_changes_nothing(study: Study) -> None:
+    client = MlflowClient(study.store.tracking_uri)
+
+    def snapshot():
+        exp = client.get_experiment_by_name("digits")
+        runs = client.search_runs([exp.experiment_id], f"tags.study = '{study.name}'")
+        return (sorted((r.info.run_id, r.info.status, r.info.end_time, len(r.data.metrics))
+                       for r in runs),
+                len(client.search_model_versions(f"name = '{study.name}-encoder'")),
+                study.store.study_file(study.name).read_text())
+
+    before = snapshot()
+    code, console = study.resume()
+    assert code == 0
+    assert console.strip().splitlines() == [
+        f"study {study.name} is complete (ended "
+        + console.split("(ended ", 1)[1].split(")", 1)[0] + "); nothing to resume"]
+    assert snapshot() == before
+
+
+def resume_command(study: Study) -> str:
+    return (f"python -m study.tune --dataset digits --study-name {study.name} --resume "
+            f"--store {study.root}")
+
+
+def check_stopped(study: Study, code: int, console: str, expected: int = 130) -> None:
+    assert code == expected, console[-3000:]
+    assert resume_command(study) in console, console[-3000:]
+    assert study.store.load_study(study.name).get("completed", 0) == 0
+    assert "trial run(s), best first" not in console  # no end-of-study summary
+    client = MlflowClient(study.store.tracking_uri)
+    assert not client.search_model_versions(f"name = '{study.name}-encoder'")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("delay", [0.0, 1.0], ids=["at-record", "a-second-later"])
+def test_ctrl_c_before_any_trial_started(tmp_path, delay):
+    study = Study(tmp_path, "before")
+    proc = study.start()
+    record = study.store.study_file(study.name)
+    deadline = time.time() + 120
+    while not record.exists():
+        assert time.time() < deadline and proc.poll() is None
+        time.sleep(0.01)
+    time.sleep(delay)
+    signal_group(proc, signal.SIGINT)
+    code, console = study.end(proc)
+    check_stopped(study, code, console)
+    assert "] finished" not in console
+    study.complete()
+    check_complete(study)
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_the_middle_of_the_first_wave(tmp_path):
+    study = Study(tmp_path, "mid")
+    proc = study.start()
+    study.watch(proc, lambda lines: "epoch 1/2" in lines[-1])
+    signal_group(proc, signal.SIGINT)
+    code, console = study.end(proc)
+    check_stopped(study, code, console)
+    assert ended(console.splitlines()) == 0
+    study.complete()
+    check_complete(study)
+
+
+@pytest.mark.slow
+def test_ctrl_c_when_the_last_wave_has_just_started(tmp_path):
+    """The issue's scenario: trials 1-2 ended, 3-4 just started. Then a completed study's
+    --resume says so in one line and changes nothing."""
+    study = Study(tmp_path, "last")
+    proc = study.start()
+    study.watch(proc, lambda lines: ended(lines) >= 2 and started(lines) >= 4)
+    signal_group(proc, signal.SIGINT)
+    code, console = study.end(proc)
+    check_stopped(study, code, console)
+    assert "2 of 4 trials ended" in console
+    storage = optuna.storages.RDBStorage(study.store.optuna_url)
+    states = [t.state.name for t in optuna.load_study(
+        study_name="digits/last", storage=storage).trials]
+    assert "FAIL" not in states, states  # nothing Ray will resume was closed
+    study.complete()
+    check_complete(study)
+    check_resume_of_a_complete_study_changes_nothing(study)
+
+
+@pytest.mark.slow
+def test_ctrl_c_twice(tmp_path):
+    study = Study(tmp_path, "twice")
+    proc = study.start()
+    study.watch(proc, lambda lines: "epoch 1/2" in lines[-1])
+    signal_group(proc, signal.SIGINT)
+    time.sleep(0.3)
+    signal_group(proc, signal.SIGINT)
+    code, console = study.end(proc)
+    check_stopped(study, code, console)
+    study.complete()
+    check_complete(study)
+
+
+@pytest.mark.slow
+def test_sigkill_twice_then_resume(tmp_path):
+    study = Study(tmp_path, "killed")
+    proc = study.start()
+    study.watch(proc, lambda lines: "epoch 1/2" in lines[-1])
+    signal_group(proc, signal.SIGKILL)
+    study.end(proc)
+    proc = study.start(resume=True)
+    study.watch(proc, lambda lines: "] epoch" in lines[-1])
+    signal_group(proc, signal.SIGKILL)
+    study.end(proc)
+    study.complete()
+    check_complete(study)
+
+
+@pytest.mark.slow
+def test_sigkill_during_the_end_of_study_work(tmp_path):
+    study = Study(tmp_path, "end")
+    proc = study.start()
+    study.watch(proc, lambda lines: "trial run(s), best first" in lines[-1])
+    signal_group(proc, signal.SIGKILL)
+    study.end(proc)
+    assert study.store.load_study(study.name).get("completed", 0) == 0
+    console = study.complete()
+    assert "finishing its end-of-study work" in console
+    assert "] started" not in console and "] epoch" not in console  # nothing trained again
+    check_complete(study)
