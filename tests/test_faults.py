@@ -285,3 +285,69 @@ def test_sigkill_during_the_end_of_study_work(tmp_path):
     assert "finishing its end-of-study work" in console
     assert "] started" not in console and "] epoch" not in console  # nothing trained again
     check_complete(study)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class MlflowServer:
+    """A real ``mlflow server`` on a loopback port; stopped and started again on that port."""
+
+    def __init__(self, tmp_path: Path):
+        self.port = _free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
+                    f"sqlite:///{tmp_path / 'server.db'}", "--artifacts-destination",
+                    str(tmp_path / "server-artifacts"), "--host", "127.0.0.1",
+                    "--port", str(self.port)]
+        self.log = tmp_path / "server.log"
+        self.proc = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(self.cmd, stdout=subprocess.DEVNULL,
+                                     stderr=open(self.log, "a"), start_new_session=True)
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                if urllib.request.urlopen(f"{self.uri}/health", timeout=2).status == 200:
+                    return
+            except OSError:
+                time.sleep(0.5)
+        raise AssertionError(f"mlflow server did not come up: {self.log.read_text()[-2000:]}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_a_tracking_server_that_dies_mid_study(tmp_path):
+    """The driver says the server does not answer, waits, and goes on once it is back; a
+    Ctrl-C while it waits stops the study resumable; every trial's epochs reach MLflow."""
+    server = MlflowServer(tmp_path)
+    server.start()
+    try:
+        study = Study(tmp_path, "served", tracking_uri=server.uri)
+        proc = study.start()
+        study.watch(proc, lambda lines: "epoch 1/2" in lines[-1])
+        server.stop()
+        study.watch(proc, lambda lines: "does not answer" in lines[-1])
+        time.sleep(6)  # at least one retry against the dead server
+        server.start()
+        study.watch(proc, lambda lines: "answers again" in lines[-1])
+        # The server dies again, and this time the user stops the study while it waits.
+        study.watch(proc, lambda lines: ended(lines) >= 2)
+        server.stop()
+        study.watch(proc, lambda lines: "does not answer" in lines[-1])
+        signal_group(proc, signal.SIGINT)
+        code, console = study.end(proc)
+        server.start()
+        check_stopped(study, code, console)
+        study.complete()
+        check_complete(study)
+    finally:
+        server.stop()
