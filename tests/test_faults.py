@@ -44,8 +44,10 @@ TIMEOUT = 300
 class Study:
     """One study's store, its runs as subprocesses and what each printed."""
 
-    def __init__(self, tmp_path: Path, name: str, tracking_uri: str | None = None):
+    def __init__(self, tmp_path: Path, name: str, tracking_uri: str | None = None,
+                 trials: int = TRIALS):
         self.root = tmp_path / "mlruns"
+        self.trials = trials
         self.name = name
         self.space = tmp_path / "space.yaml"
         self.space.write_text(SPACE)
@@ -63,7 +65,7 @@ class Study:
         if resume:
             return [*args, "--resume"]
         return [*args, "--space", str(self.space), "--budget", "smoke", "--cpus-per-trial", "1",
-                "--gpus-per-trial", "0"]
+                "--gpus-per-trial", "0", "--trials", str(self.trials)]
 
     def start(self, resume: bool = False) -> subprocess.Popen:
         proc = subprocess.Popen(
@@ -117,8 +119,8 @@ def started(lines) -> int:
 
 def check_complete(study: Study) -> None:
     """The invariants of a completed study."""
-    state = saved_state(study.root / "ray" / study.name, TRIALS)
-    assert state is not None and state.complete and len(state.trials) == TRIALS, state
+    state = saved_state(study.root / "ray" / study.name, study.trials)
+    assert state is not None and state.complete and len(state.trials) == study.trials, state
     ray_ids = {t.trial_id for t in state.trials}
 
     client = MlflowClient(study.store.tracking_uri)
@@ -148,7 +150,7 @@ def check_complete(study: Study) -> None:
     storage = optuna.storages.RDBStorage(study.store.optuna_url)
     trials = optuna.load_study(study_name=f"digits/{study.name}", storage=storage).trials
     states = [t.state.name for t in trials]
-    assert sum(s in ("COMPLETE", "PRUNED") for s in states) == TRIALS, states
+    assert sum(s in ("COMPLETE", "PRUNED") for s in states) == study.trials, states
     assert not {"RUNNING", "WAITING"} & set(states), states
     assert states.count("FAIL") == sum("lost" in r.data.tags for r in runs), states
 
@@ -351,3 +353,52 @@ def test_a_tracking_server_that_dies_mid_study(tmp_path):
         check_complete(study)
     finally:
         server.stop()
+
+
+@pytest.mark.slow
+def test_report_and_ui_read_the_store_while_a_study_writes_it(tmp_path):
+    """SQLite in WAL mode: readers (the report, the UI's runs page in a browser) and the
+    study's writer never meet "database is locked"."""
+    study = Study(tmp_path, "busy", trials=8)
+    proc = study.start()
+    study.watch(proc, lambda lines: "epoch 1/2" in lines[-1])
+    port = _free_port()
+    ui = subprocess.Popen([sys.executable, "-m", "study.ui", "--store", str(study.root),
+                           "--port", str(port)], stdout=subprocess.DEVNULL,
+                          stderr=open(tmp_path / "ui.log", "w"), start_new_session=True)
+    deadline = time.time() + 120
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+            break
+        except OSError:
+            assert time.time() < deadline, (tmp_path / "ui.log").read_text()[-2000:]
+            time.sleep(0.5)
+    browser = shutil.which("chromium")
+    readers = []
+    try:
+        while proc.poll() is None and len(readers) < 6:
+            report = subprocess.run(
+                [sys.executable, "-m", "study.report", "--study", study.name, "--store",
+                 str(study.root), "--out", str(tmp_path / "report")],
+                capture_output=True, text=True, timeout=300)
+            readers.append(("report", report.returncode, report.stdout + report.stderr))
+            if browser is not None:
+                url = f"http://127.0.0.1:{port}/#/experiments/1/runs?workflowType=machine_learning"
+                page = subprocess.run(
+                    [browser, "--headless=new", "--no-sandbox", "--disable-gpu",
+                     "--no-first-run", f"--user-data-dir={tmp_path / 'chromium'}",
+                     "--virtual-time-budget=10000", "--dump-dom", url],
+                    capture_output=True, text=True, timeout=120)
+                readers.append(("ui page", 0 if "busy" in page.stdout else 1, page.stdout))
+    finally:
+        os.killpg(ui.pid, signal.SIGTERM)
+        ui.wait(timeout=30)
+    code, console = study.end(proc)
+    assert code == 0, console[-3000:]
+    assert readers, "the study ended before any reader ran"
+    for what, rc, out in readers:
+        assert rc == 0 and "database is locked" not in out, (what, out[-2000:])
+    assert "database is locked" not in (tmp_path / "ui.log").read_text()
+    assert "database is locked" not in study.store.log_file(study.name).read_text()
+    check_complete(study)
