@@ -161,6 +161,9 @@ def log_libraries_to(path: Path) -> None:
     # is silent there.
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
     path.parent.mkdir(parents=True, exist_ok=True)
+    # A record that cannot be written (a full disk) is dropped, not printed with a traceback:
+    # the study says in one line why it stopped.
+    logging.raiseExceptions = False
     handler = logging.FileHandler(path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.captureWarnings(True)

@@ -13,6 +13,8 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from trainables.errors import ConfigError
+
 STATE_GLOB = "experiment_state-*.json"  # Ray Tune's TuneController.CKPT_FILE_TMPL
 ENDED = ("TERMINATED", "ERROR")
 
@@ -72,7 +74,11 @@ def saved_state(experiment_dir: Path, planned: int) -> StudyState | None:
     files = sorted(Path(experiment_dir).glob(STATE_GLOB))  # Ray restores the newest by name
     if not files:
         return None
-    data = json.loads(files[-1].read_text())
+    try:
+        data = json.loads(files[-1].read_text())
+    except ValueError:
+        raise ConfigError(f"Ray Tune's saved state {files[-1]} is cut short (a full disk while "
+                          f"Ray wrote it?): the study cannot be resumed from it") from None
     trials = []
     for trial_json, runtime_json in data["trial_data"]:
         trial, runtime = json.loads(trial_json), json.loads(runtime_json)

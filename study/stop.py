@@ -13,6 +13,7 @@ Either way the study is left resumable: whether it ended is read from Ray's save
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import threading
@@ -98,3 +99,21 @@ def deferred() -> Iterator[None]:
     if _STOP.deferred:
         _STOP.deferred = False
         raise KeyboardInterrupt
+
+
+def stopped_by(e: BaseException, store_root) -> StudyStopped | None:
+    """The ``StudyStopped`` inside an error (Ray Tune re-raises a callback's exception as a
+    ``TuneError`` of its traceback), or one for a full disk anywhere in its chain."""
+    seen, chain = set(), []
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    for x in chain:
+        if isinstance(x, StudyStopped):
+            return x
+    for x in chain:
+        if (isinstance(x, OSError) and x.errno == errno.ENOSPC) \
+                or "No space left on device" in str(x):
+            return StudyStopped(f"no space left on device under {store_root}; free space there")
+    return None

@@ -20,6 +20,7 @@ from ray.tune.result import AUTO_RESULT_KEYS
 
 from study._cli import format_params
 from study.guard import GuardedClient
+from study.stop import StudyStopped
 from trainables.tune_trainable import (
     DATA,
     ENCODER_FILE,
@@ -177,7 +178,11 @@ class MlflowTracking(Callback):
         # for Ray's retry.
         retire_checkpoint(trial.checkpoint, result)
 
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        stop_if_disk_full(trial)
+
     def on_trial_error(self, iteration, trials, trial, **info):
+        stop_if_disk_full(trial)
         run_id = self.run_id(trial)
         self.client.set_tag(run_id, "error", str(trial.error_file or "see Ray's trial log"))
         self.client.set_terminated(run_id, "FAILED")
@@ -203,6 +208,27 @@ class MlflowTracking(Callback):
             self.client.set_tag(r.info.run_id, WEIGHTS_KEPT, "false")
             self.client.set_tag(r.info.run_id, "encoder_state",
                                 f"deleted: not among the {self.keep_weights} best trials")
+
+
+def stop_if_disk_full(trial) -> None:
+    """A trial that failed because its checkpoint found no space stops the study, before Ray
+    spends its retries: every retry would fail the same way, and the study would end with
+    trials in ERROR that more disk would have saved."""
+    import shutil
+
+    path = Path(getattr(trial, "path", None) or trial.local_path or ".")  # the study's store
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    try:
+        text = Path(trial.error_file).read_text() if trial.error_file else ""
+    except OSError:
+        text = ""
+    if "No space left on device" in text or shutil.disk_usage(path).free < DISK_FLOOR:
+        raise StudyStopped(f"no space left on device under {path} (trial {trial.trial_id} "
+                           f"was writing its checkpoint); free space there")
+
+
+DISK_FLOOR = 1 << 20  # bytes free under a trial's folder below which the disk counts as full
 
 
 def retire_checkpoint(checkpoint, result: dict) -> None:

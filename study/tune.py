@@ -128,6 +128,11 @@ def main(argv: list[str] | None = None) -> int:
             return _stopped(store, plan, "interrupted", code=130)
         except stop.StudyStopped as e:
             return _stopped(store, plan, e.reason, code=130 if e.interrupted else 1)
+        except Exception as e:  # Ray Tune wraps what a callback raised in its own errors
+            stopped = stop.stopped_by(e, store.root)
+            if stopped is None:
+                raise
+            return _stopped(store, plan, stopped.reason, code=130 if stopped.interrupted else 1)
 
 
 def _study(store: Store, plan: Plan, args) -> int:
@@ -164,8 +169,12 @@ def _stopped(store: Store, plan: Plan, reason: str, code: int) -> int:
         log(f"{reason}: study {plan.study} stopped before it was recorded; nothing to resume "
             f"(the same command starts it again)")
         return code
-    state = saved_state(store.ray_dir / plan.study, plan.trials)
-    where = state.describe() if state is not None else "no trial started yet"
+    try:
+        state = saved_state(store.ray_dir / plan.study, plan.trials)
+        where = state.describe() if state is not None else "no trial started yet"
+    except ConfigError as e:
+        log(f"{reason}; {e}")
+        return code
     log(f"\n{reason}: study {plan.study} stopped with {where}; continue it with:\n"
         f"  python -m study.tune --dataset {plan.dataset} --study-name {plan.study} --resume"
         + (f" --store {store.root}" if store.root != Path("mlruns").resolve() else ""))

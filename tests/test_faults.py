@@ -6,7 +6,6 @@ study, the stopped ones included, is checked for tracebacks on its console.
 """
 
 import os
-import re
 import shutil
 import signal
 import socket
