@@ -68,6 +68,7 @@ def handling_ctrl_c() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+        _STOP.__init__()
 
 
 def requested() -> bool:

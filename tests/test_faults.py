@@ -6,6 +6,7 @@ study, the stopped ones included, is checked for tracebacks on its console.
 """
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -44,9 +45,10 @@ class Study:
     """One study's store, its runs as subprocesses and what each printed."""
 
     def __init__(self, tmp_path: Path, name: str, tracking_uri: str | None = None,
-                 trials: int = TRIALS):
+                 trials: int = TRIALS, status_every: int = 600):
         self.root = tmp_path / "mlruns"
         self.trials = trials
+        self.status_every = status_every
         self.name = name
         self.space = tmp_path / "space.yaml"
         self.space.write_text(SPACE)
@@ -58,7 +60,7 @@ class Study:
 
     def args(self, resume: bool) -> list[str]:
         args = ["--dataset", "digits", "--store", str(self.root), "--study-name", self.name,
-                "--status-every", "600"]
+                "--status-every", str(self.status_every)]
         if self.tracking_uri:
             args += ["--tracking-uri", self.tracking_uri]
         if resume:
@@ -214,13 +216,22 @@ def test_ctrl_c_before_any_trial_started(tmp_path, delay):
 
 @pytest.mark.slow
 def test_ctrl_c_in_the_middle_of_the_first_wave(tmp_path):
-    study = Study(tmp_path, "mid")
+    study = Study(tmp_path, "mid", status_every=1)
     proc = study.start()
     study.watch(proc, lambda lines: "epoch 1/2" in lines[-1])
     signal_group(proc, signal.SIGINT)
     code, console = study.end(proc)
     check_stopped(study, code, console)
     assert ended(console.splitlines()) == 0
+    # The console is the study's own: a line per trial event and a study line, nothing of
+    # Ray's tables or start-up notes, which go to the study's log file with MLflow's and
+    # Optuna's.
+    assert re.search(r"\] started  K=\d+ tau=\S+ threshold=\S+\n", console)
+    assert re.search(r"\] epoch 1/2 knn_val 0\.\d{4}\n", console)
+    assert re.search(r"mid: \d done, \d running, \d pending \| \d+s elapsed", console)
+    for noise in ("╭", "Trial status", "Token authentication", "View detailed results"):
+        assert noise not in console, noise
+    assert re.search(r" (INFO|WARNING) ray\.tune", study.store.log_file("mid").read_text())
     study.complete()
     check_complete(study)
 

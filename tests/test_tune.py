@@ -3,10 +3,8 @@
 import math
 import os
 import re
-import signal
 import subprocess
 import sys
-import time
 
 import optuna
 import pytest
@@ -142,81 +140,6 @@ def test_study_tracks_every_trial_as_it_ended_and_exports(ray_session, tmp_path)
                                "<td>paper</td>")
     states = re.findall(r"<td>(finished|stopped early|diverged)</td></tr>", page)
     assert sorted(states) == ["diverged", "finished", "stopped early"]
-
-
-@pytest.mark.slow
-def test_interrupted_study_resumes_with_every_trial_once(ray_session, tmp_path):
-    store = Store.at(tmp_path / "mlruns")
-    args = [*SMOKE, "--trials", "3", "--epochs", "2", "--concurrency", "1",
-            "--gpus-per-trial", "0", "--store", str(store.root), "--study-name", "s2",
-            "--status-every", "1"]
-    with open(tmp_path / "stdout.log", "w") as stdout:
-        proc = subprocess.Popen([sys.executable, "-m", "study.tune", *args], stdout=stdout,
-                                stderr=subprocess.PIPE, text=True)
-        deadline, seen = time.time() + 300, []
-        for line in proc.stderr:
-            seen.append(line)
-            if "] finished" in line or "] stopped early" in line or time.time() > deadline:
-                break
-        proc.send_signal(signal.SIGINT)
-        rest = proc.communicate(timeout=180)[1]
-    assert proc.returncode == 130, rest
-    assert "--study-name s2 --resume" in rest
-
-    # The console is the study's own: a line per trial event and a study line, nothing of Ray's
-    # tables or start-up notes, which go to the study's log file with MLflow's and Optuna's.
-    console = "".join(seen) + rest + (tmp_path / "stdout.log").read_text()
-    assert re.search(r"\] started  K=\d+ tau=\S+ threshold=\S+\n", console)
-    assert re.search(r"\] epoch 1/2 knn_val 0\.\d{4}\n", console)
-    assert re.search(r"s2: \d done, \d running, \d pending \| \d+s elapsed", console)
-    for noise in ("╭", "Trial status", "Token authentication", "View detailed results"):
-        assert noise not in console, noise
-    assert re.search(r" (INFO|WARNING) ray\.tune", store.log_file("s2").read_text())
-    _, _, before = _runs(store, "s2")
-    assert 1 <= len(before) < 3
-
-    # A bare --resume continues the latest study of the data set: s2.
-    assert main(["--dataset", "digits", "--resume", "--store", str(store.root)]) == 0
-    _, _, trials = _runs(store, "s2")
-    ids = [r.data.tags["trial_id"] for r in trials]
-    assert len(ids) == 3 and len(set(ids)) == 3  # one MLflow run per trial
-    assert not list((store.ray_dir / "s2").glob("*/checkpoint_*"))
-    assert all(r.info.status in ("FINISHED", "KILLED") for r in trials)
-    states = _optuna_states(store, "s2")
-    assert "RUNNING" not in states and len(states) == 3
-
-
-@pytest.mark.slow
-def test_study_resumes_after_its_driver_is_killed(ray_session, tmp_path):
-    """SIGKILL of the driver and its Ray (power loss) in the middle of a trial: --resume ends
-    the study with one run per trial, none RUNNING in MLflow or Optuna."""
-    store = Store.at(tmp_path / "mlruns")
-    args = [*SMOKE, "--trials", "2", "--epochs", "2", "--concurrency", "1",
-            "--gpus-per-trial", "0", "--store", str(store.root), "--study-name", "s5"]
-    with open(tmp_path / "stdout.log", "w") as stdout:
-        proc = subprocess.Popen([sys.executable, "-m", "study.tune", *args], stdout=stdout,
-                                stderr=subprocess.PIPE, text=True, start_new_session=True)
-        deadline = time.time() + 300
-        for line in proc.stderr:
-            if "] epoch 1/2" in line or time.time() > deadline:
-                break
-        os.killpg(proc.pid, signal.SIGKILL)  # the driver and every process it started
-        proc.wait(timeout=60)
-    _, _, before = _runs(store, "s5")
-    assert [r.info.status for r in before] == ["RUNNING"], "killed too early or too late"
-
-    assert main(["--dataset", "digits", "--resume", "--study-name", "s5",
-                 "--store", str(store.root)]) == 0
-    client, parent, trials = _runs(store, "s5")
-    assert parent[0].info.status == "FINISHED"
-    ids = [r.data.tags["trial_id"] for r in trials if "lost" not in r.data.tags]
-    assert len(ids) == 2 and len(set(ids)) == 2  # one MLflow run per trial
-    assert all(r.info.status in ("FINISHED", "KILLED") for r in trials)
-    assert "RUNNING" not in _optuna_states(store, "s5")
-    # The trial that was running went on in its own run from its checkpoint.
-    resumed = next(r for r in trials if r.info.run_id == before[0].info.run_id)
-    steps = [m.step for m in client.get_metric_history(resumed.info.run_id, "knn_val_acc")]
-    assert sorted(steps) == list(range(1, len(steps) + 1))
 
 
 def test_leftovers_of_a_killed_driver_are_closed(tmp_path):

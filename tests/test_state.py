@@ -1,0 +1,127 @@
+"""Where a study stands (Ray Tune's saved state), how it stops (Ctrl-C), and the guarded
+MLflow calls: the rules the fault matrix (tests/test_faults.py) runs end to end, here in
+milliseconds."""
+
+import errno
+import json
+import signal
+
+import pytest
+
+from study import stop
+from study.guard import GuardedClient
+from study.state import saved_state
+from trainables.errors import ConfigError
+
+
+def _write_state(path, trials):
+    """An experiment state in Ray Tune 2.60's layout: (trial JSON, runtime JSON) pairs."""
+    path.mkdir(parents=True, exist_ok=True)
+    data = {"trial_data": [
+        [json.dumps({"trial_id": i, "status": s, "max_failures": 2}),
+         json.dumps({"num_failures": f})] for i, s, f in trials]}
+    (path / "experiment_state-2026-12-02_10-00-00.json").write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize("trials,complete", [
+    ([("a", "TERMINATED", 0), ("b", "TERMINATED", 0)], True),
+    ([("a", "TERMINATED", 0), ("b", "ERROR", 3)], True),  # retries spent: ended
+    ([("a", "TERMINATED", 0), ("b", "ERROR", 1)], False),  # Ray retries it on --resume
+    ([("a", "TERMINATED", 0), ("b", "RUNNING", 0)], False),  # interrupted, not ended
+    ([("a", "TERMINATED", 0), ("b", "PENDING", 0)], False),
+    ([("a", "TERMINATED", 0)], False),  # the searcher has not made trial 2 yet
+])
+def test_a_study_is_complete_only_when_every_planned_trial_ended(tmp_path, trials, complete):
+    _write_state(tmp_path, trials)
+    assert saved_state(tmp_path, planned=2).complete is complete
+
+
+def test_where_a_stopped_study_stands_in_one_phrase(tmp_path):
+    assert saved_state(tmp_path, 4) is None  # Ray saved nothing yet
+    _write_state(tmp_path, [("a", "TERMINATED", 0), ("b", "TERMINATED", 0),
+                            ("c", "RUNNING", 0)])
+    assert saved_state(tmp_path, 4).describe() == (
+        "2 of 4 trials ended (2 TERMINATED); 1 to continue (1 RUNNING); 1 not started")
+
+
+def test_a_cut_short_state_is_one_line(tmp_path):
+    _write_state(tmp_path, [("a", "TERMINATED", 0)])
+    f = next(tmp_path.glob("experiment_state-*.json"))
+    f.write_text(f.read_text()[:40])
+    with pytest.raises(ConfigError, match="is cut short"):
+        saved_state(tmp_path, 1)
+
+
+def test_ctrl_c_is_held_back_while_the_record_is_written():
+    done = []
+    with stop.handling_ctrl_c():
+        with pytest.raises(KeyboardInterrupt):
+            with stop.deferred():
+                signal.raise_signal(signal.SIGINT)
+                done.append("the block went on")
+        assert done and stop.requested()
+
+
+def test_outside_tune_ctrl_c_raises_at_once():
+    with stop.handling_ctrl_c(), pytest.raises(KeyboardInterrupt):
+        signal.raise_signal(signal.SIGINT)
+
+
+class Flaky:
+    """A client whose calls fail ``n`` times with ``error``, then answer."""
+
+    def __init__(self, n, error):
+        self.n, self.error, self.calls = n, error, 0
+
+    def log_batch(self, run_id):
+        self.calls += 1
+        if self.calls <= self.n:
+            raise self.error
+        return run_id
+
+
+def _unreachable():
+    from mlflow.exceptions import MlflowException
+
+    return MlflowException("API request to http://127.0.0.1:1/api failed with exception "
+                           "HTTPConnectionPool: Max retries exceeded (Connection refused)")
+
+
+def test_an_unreachable_server_is_waited_for_and_said(capsys):
+    flaky = Flaky(3, _unreachable())
+    client = GuardedClient(flaky, "http://127.0.0.1:1", wait_s=60, sleep=lambda s: None)
+    assert client.log_batch("r") == "r" and flaky.calls == 4
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("MLflow at http://127.0.0.1:1 does not answer (log_batch)")
+    assert err[1].startswith("MLflow at http://127.0.0.1:1 answers again")
+    assert len(err) == 2  # one line when it goes, one when it is back
+
+
+def test_waiting_ends_in_a_resumable_stop(capsys):
+    client = GuardedClient(Flaky(10**6, _unreachable()), "http://x:1", wait_s=0,
+                           sleep=lambda s: None)
+    with pytest.raises(stop.StudyStopped, match="did not answer") as e:
+        client.log_batch("r")
+    assert not e.value.interrupted
+
+
+def test_a_full_disk_is_one_reason_and_other_errors_pass():
+    full = GuardedClient(Flaky(1, OSError(errno.ENOSPC, "No space left on device")), "sqlite:///x")
+    with pytest.raises(stop.StudyStopped, match="no space left on device"):
+        full.log_batch("r")
+    other = GuardedClient(Flaky(1, ValueError("bad metric")), "sqlite:///x")
+    with pytest.raises(ValueError):
+        other.log_batch("r")
+
+
+def test_a_stop_raised_in_a_callback_is_found_inside_rays_error():
+    try:
+        try:
+            raise stop.StudyStopped("no space left on device under /s")
+        except Exception:
+            raise RuntimeError("Traceback ...")  # noqa: B904  (as Ray raises its TuneError)
+    except RuntimeError as wrapped:
+        assert stop.stopped_by(wrapped, "/s").reason == "no space left on device under /s"
+    assert stop.stopped_by(OSError(errno.ENOSPC, "full"), "/s").reason.startswith(
+        "no space left on device under /s")
+    assert stop.stopped_by(ValueError("x"), "/s") is None
