@@ -95,3 +95,60 @@ def _is_disk_full(e: BaseException, text: str) -> bool:
             return True
         e = e.__cause__ or e.__context__
     return any(s in text for s in DISK_FULL)
+
+
+def unreachable(e: BaseException, uri: str) -> stop.StudyStopped | None:
+    """A stop for an MLflow call outside ``GuardedClient`` (the end-of-study work) that found
+    no server: the record does not say ``completed``, so ``--resume`` does that work again."""
+    if any(s in _chain_text(e) for s in UNREACHABLE):
+        return stop.StudyStopped(f"MLflow at {uri} does not answer")
+    return None
+
+
+FLOOR_BYTES = 8 << 20  # the least free space a study runs on, whatever its checkpoints weigh
+
+
+class DiskFloor:
+    """Stops the study, resumable, while the store's disk still has room for what is being
+    written: a write that meets a full disk mid-way can cut Ray Tune's saved experiment state
+    short, and that state is what ``--resume`` continues from.
+
+    The floor is twice the largest trial checkpoint seen (a trial writes one at a time), at
+    least ``FLOOR_BYTES``. Checked at most once a second, from Tune's loop (``on_step_begin``).
+    """
+
+    def __init__(self, root: str, floor: int = FLOOR_BYTES, every_s: float = 1.0):
+        self.root = root
+        self.min_floor = floor
+        self.largest = 0  # bytes of the largest trial checkpoint seen
+        self.every_s = every_s
+        self.last = 0.0
+
+    @property
+    def floor(self) -> int:
+        return max(self.min_floor, 2 * self.largest)
+
+    def on_checkpoint(self, checkpoint_path: str) -> None:
+        size = sum(f.stat().st_size for f in _files(checkpoint_path))
+        self.largest = max(self.largest, size)
+
+    def check(self, now: float | None = None) -> None:
+        import shutil
+
+        now = time.monotonic() if now is None else now
+        if now - self.last < self.every_s:
+            return
+        self.last = now
+        free = shutil.disk_usage(self.root).free
+        if free < self.floor:
+            raise stop.StudyStopped(
+                f"only {free / 2**20:.1f} MB free under {self.root}; the study needs "
+                f"{self.floor / 2**20:.0f} MB to write its next checkpoints safely; free space "
+                f"there")
+
+
+def _files(path: str):
+    from pathlib import Path
+
+    p = Path(path)
+    return [f for f in p.rglob("*") if f.is_file()] if p.is_dir() else []

@@ -18,6 +18,7 @@ from ray.tune import Callback
 from ray.tune.search.optuna import OptunaSearch
 
 from study._cli import format_params, log
+from study.guard import DiskFloor
 from trainables.tune_trainable import FINAL, FINISHED, METRICS, OBJECTIVE
 
 
@@ -53,10 +54,11 @@ class Progress(Callback):
     left from the measured epoch times. Ray's own result tables are off (``verbose=0``)."""
 
     # What a study pickled by an older version lacks when it resumes.
-    trials, concurrency, status_every, study, best = 0, 1, 60.0, "study", None
+    trials, concurrency, status_every, study, best, disk = 0, 1, 60.0, "study", None, None
 
     def __init__(self, epochs: int, trials: int = 0, concurrency: int = 1,
-                 status_every: float = 60.0, study: str = "study", clock=time.monotonic):
+                 status_every: float = 60.0, study: str = "study", clock=time.monotonic,
+                 disk: DiskFloor | None = None):
         self.epochs = epochs  # 0: each trial's own (a re-run of exported points)
         self.trials = trials
         self.concurrency = concurrency
@@ -67,6 +69,7 @@ class Progress(Callback):
         self.last_status = self.started
         self.epoch_seconds: list[float] = []
         self.best: tuple[float, str, str] | None = None  # (objective, trial id, parameters)
+        self.disk = disk  # stops the study while its store's disk still has room
 
     def __getstate__(self) -> dict:
         # Pickled with the study for --resume: the clock is this process's, not data.
@@ -110,6 +113,14 @@ class Progress(Callback):
 
     def on_trial_recover(self, iteration, trials, trial, **info):
         log(f"[{trial.trial_id}] failed; Ray retries it from its last checkpoint")
+
+    def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
+        if self.disk is not None:
+            self.disk.on_checkpoint(checkpoint.path)
+
+    def on_step_begin(self, iteration, trials, **info):
+        if self.disk is not None:
+            self.disk.check()
 
     def on_step_end(self, iteration, trials, **info):
         now = self.clock()

@@ -216,11 +216,12 @@ def stop_if_disk_full(trial) -> None:
     trials in ERROR that more disk would have saved."""
     import shutil
 
-    path = Path(getattr(trial, "path", None) or trial.local_path or ".")  # the study's store
+    path = Path(getattr(trial, "path", None) or getattr(trial, "local_path", None) or ".")
     while not path.exists() and path != path.parent:
         path = path.parent
     try:
-        text = Path(trial.error_file).read_text() if trial.error_file else ""
+        error_file = getattr(trial, "error_file", None)
+        text = Path(error_file).read_text() if error_file else ""
     except OSError:
         text = ""
     if "No space left on device" in text or shutil.disk_usage(path).free < DISK_FLOOR:

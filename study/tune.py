@@ -22,7 +22,7 @@ from study.space import BUDGETS, SearchSpace, load_space, resolve_space, space_p
 from study.state import saved_state
 from study.store import Store, git_commit
 from trainables.data import SPECS, prepare_data
-from trainables.errors import ConfigError
+from trainables.errors import ConfigError, DataError
 from trainables.tune_trainable import OBJECTIVE, TrialSetup, run_trial
 
 FAIL_ONCE_ENV = "SLS_TEST_FAIL_ONCE_AT_EPOCH"  # test-only switch: each trial raises once there
@@ -128,8 +128,10 @@ def main(argv: list[str] | None = None) -> int:
             return _stopped(store, plan, "interrupted", code=130)
         except stop.StudyStopped as e:
             return _stopped(store, plan, e.reason, code=130 if e.interrupted else 1)
+        except (ConfigError, DataError):
+            raise  # bad input: one line from study._cli.run
         except Exception as e:  # Ray Tune wraps what a callback raised in its own errors
-            stopped = stop.stopped_by(e, store.root)
+            stopped = stop.stopped_by(e, store.root) or guard.unreachable(e, store.tracking_uri)
             if stopped is None:
                 raise
             return _stopped(store, plan, stopped.reason, code=130 if stopped.interrupted else 1)
@@ -524,6 +526,7 @@ def _run_config(store: Store, plan: Plan, setup: TrialSetup, status_every: float
     callbacks that print progress and track every trial in MLflow."""
     from ray import tune
 
+    from study.guard import DiskFloor
     from study.progress import Progress
     from study.tracking import MlflowTracking
 
@@ -537,7 +540,8 @@ def _run_config(store: Store, plan: Plan, setup: TrialSetup, status_every: float
         storage_path=str(store.ray_dir),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         failure_config=tune.FailureConfig(max_failures=2),
-        callbacks=[Progress(plan.epochs, plan.trials, plan.concurrency, status_every, plan.study),
+        callbacks=[Progress(plan.epochs, plan.trials, plan.concurrency, status_every, plan.study,
+                            disk=DiskFloor(str(store.root))),
                    tracking],
         verbose=0,  # our console (study.progress) instead of Ray's result tables
     )

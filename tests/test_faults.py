@@ -412,3 +412,39 @@ def test_report_and_ui_read_the_store_while_a_study_writes_it(tmp_path):
     assert "database is locked" not in (tmp_path / "ui.log").read_text()
     assert "database is locked" not in study.store.log_file(study.name).read_text()
     check_complete(study)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 64 MB file system of its own (tmpfs), where this machine lets a test mount one."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if shutil.which("mount") is None or os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root and mount(8)")
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)],
+                         capture_output=True, text=True)
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {res.stderr.strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+@pytest.mark.slow
+def test_a_full_disk_under_the_store(small_disk):
+    """The disk fills while trials run: one line naming the path, exit 1, and once space is
+    freed --resume completes the study with every invariant."""
+    study = Study(small_disk, "full")
+    proc = study.start()
+    study.watch(proc, lambda lines: "epoch 1/2" in lines[-1])
+    free = shutil.disk_usage(small_disk).free
+    filler = small_disk / "filler"
+    with open(filler, "wb") as f:  # leaves 5 MB: below the study's floor, above any one write
+        f.write(b"\0" * max(0, free - (5 << 20)))
+    code, console = study.end(proc)
+    check_stopped(study, code, console, expected=1)
+    assert f"MB free under {study.root}" in console or "no space left on device" in console
+    reason = [x for x in console.splitlines() if "free space there" in x]
+    assert len(reason) == 1, console[-3000:]
+    filler.unlink()
+    study.complete()
+    check_complete(study)

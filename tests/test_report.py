@@ -15,6 +15,7 @@ from study.report import main as report
 from study.store import Store
 from study.tune import main as tune
 from trainables.errors import ConfigError
+from trainables.tune_trainable import FINAL_FILE
 
 GRID_SPACE = """
 dataset: digits
@@ -83,7 +84,8 @@ def test_grid_runs_every_cell_once_per_seed_to_its_end(grid_study):
     best_dir = Path(urlparse(ranked[0].info.artifact_uri).path)
     assert disk["kept_encoders"] == 2
     assert disk["encoders"] == 2 * (best_dir / "encoder_state_dict.pt").stat().st_size
-    assert not list((store.ray_dir / "g").rglob("checkpoint_*"))  # every trial ended
+    # Every trial ended: its checkpoint holds only the result it ended with.
+    assert {f.name for f in (store.ray_dir / "g").rglob("checkpoint_*/*")} == {FINAL_FILE}
 
 
 @pytest.mark.slow
