@@ -293,6 +293,8 @@ def bench_tune(quick: bool, repeats: int, epochs: int | None = None) -> dict:
             space = os.path.join(d, "space.yaml")
             with open(space, "w") as f:
                 f.write(_BENCH_SPACE.format(epochs=epochs, linear_epochs=linear_epochs))
+            from study.records import TRIAL_ID, study_filter
+
             client = MlflowClient(store.tracking_uri)
             for r in range(repeats):
                 out = subprocess.run([sys.executable, "-c", code], capture_output=True,
@@ -304,8 +306,8 @@ def bench_tune(quick: bool, repeats: int, epochs: int | None = None) -> dict:
                            "--store", str(store.root), "--study-name", f"bench{r}"])
                 exp = client.get_experiment_by_name("digits")
                 (run,) = [run for run in client.search_runs([exp.experiment_id],
-                                                            f"tags.study = 'bench{r}'")
-                          if "trial_id" in run.data.tags]
+                                                            study_filter(f"bench{r}"))
+                          if TRIAL_ID in run.data.tags]
                 trials.append(run.data.metrics["wall_time_s"])
             from study.summary import study_footprint
 

@@ -13,9 +13,10 @@ import yaml
 
 from study._cli import log, parser, run
 from study.pareto import finished_points, front
+from study.records import TrialRecord
 from study.space import read_yaml
 from study.store import Store
-from study.summary import TrialRow, parse_param, study_rows
+from study.summary import study_rows
 from trainables.config import TrainConfig
 from trainables.data import SPECS
 from trainables.errors import ConfigError
@@ -28,15 +29,10 @@ def export(store: Store, dataset: str, study: str) -> dict:
     finished = [r for r in rows if r.linear_val_acc is not None and not r.diverged]
     if not finished:
         raise ConfigError(f"study {study!r} has no finished trial with a linear evaluation yet")
-    from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(store.tracking_uri)
-
-    def entry(row: TrialRow) -> dict:
-        params = client.get_run(row.run_id).data.params
-        config = {k: parse_param(params[k]) for k in CONFIG_KEYS if k in params}
+    def entry(row: TrialRecord) -> dict:
         return {
-            "config": config,
+            "config": {k: row.params[k] for k in CONFIG_KEYS if k in row.params},
             "linear_val_acc": row.linear_val_acc,
             "linear_test_acc": row.linear_test_acc,
             "knn_val_acc": row.knn_val_acc,
@@ -47,7 +43,8 @@ def export(store: Store, dataset: str, study: str) -> dict:
 
     per_k: dict[int, dict] = {}
     for row in finished:  # best first
-        per_k.setdefault(int(row.params["K"]), entry(row))
+        if row.K not in per_k:
+            per_k[row.K] = entry(row)
     out = {
         "dataset": dataset,
         "study": study,
@@ -63,7 +60,7 @@ def export(store: Store, dataset: str, study: str) -> dict:
     }
     objectives = study_objectives(store, study)
     if len(objectives) > 1:
-        members = front(finished_points(store, dataset, study, objectives), objectives)
+        members = front(finished_points(rows, objectives), objectives)
         out["objectives"] = [{"metric": m, "mode": mode} for m, mode in objectives]
         out["pareto"] = [
             {"config": {k: p.params[k] for k in CONFIG_KEYS if k in p.params},

@@ -9,16 +9,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from study.store import Store
-from study.summary import parse_param
+from study.records import TrialRecord
 
 
 @dataclass
 class Point:
-    trial_id: str
-    run_id: str
+    """A finished trial as the front sees it: its objectives' values."""
+
+    trial: TrialRecord
     values: dict[str, float]  # objective metric -> value
-    params: dict
+
+    @property
+    def trial_id(self) -> str:
+        return self.trial.trial_id
+
+    @property
+    def run_id(self) -> str:
+        return self.trial.run_id
+
+    @property
+    def params(self) -> dict:
+        return self.trial.params
 
 
 def dominates(a: dict[str, float], b: dict[str, float], objectives: list) -> bool:
@@ -38,25 +49,9 @@ def front(points: list[Point], objectives: list) -> list[Point]:
             if not any(dominates(q.values, p.values, objectives) for q in points if q is not p)]
 
 
-def finished_points(store: Store, dataset: str, study: str, objectives: list) -> list[Point]:
-    """Every finished trial of ``study`` with its objectives' values, from MLflow."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(store.tracking_uri)
-    exp = client.get_experiment_by_name(dataset)
-    if exp is None:
-        return []
-    runs = client.search_runs(
-        [exp.experiment_id],
-        filter_string=f"tags.study = '{study}' and attributes.status = 'FINISHED'",
-        max_results=10_000,
-    )
-    points = []
-    for r in runs:
-        m = r.data.metrics
-        if "trial_id" not in r.data.tags or not all(name in m for name, _ in objectives):
-            continue
-        points.append(Point(r.data.tags["trial_id"], r.info.run_id,
-                            {name: m[name] for name, _ in objectives},
-                            {k: parse_param(v) for k, v in r.data.params.items()}))
+def finished_points(trials: list[TrialRecord], objectives: list) -> list[Point]:
+    """Every finished trial (MLflow FINISHED) with all its objectives' values."""
+    points = [Point(t, {name: t.metrics[name] for name, _ in objectives})
+              for t in trials
+              if t.status == "FINISHED" and all(name in t.metrics for name, _ in objectives)]
     return sorted(points, key=lambda p: p.trial_id)

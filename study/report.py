@@ -35,52 +35,14 @@ import numpy as np
 
 from study._cli import log, parser, run
 from study.paper import PAPER_T, PaperCell, paper_cell
+from study.records import TrialRecord as Trial
+from study.records import ranked, read_trials
 from study.store import Store
-from study.summary import parse_param
 from trainables.errors import ConfigError
 
 REPORT_FILE = "report.html"
 MIN_IMPORTANCE_TRIALS = 4
 ARTIFACT_DIR = "report"
-
-
-@dataclass
-class Trial:
-    """One trial's MLflow run, read back."""
-
-    trial_id: str
-    run_id: str
-    state: str  # finished, stopped early, diverged, failed, running, lost (a killed driver's)
-    params: dict
-    metrics: dict
-    cell: str
-
-    @property
-    def K(self) -> int:
-        return int(self.params.get("K", 1))
-
-    @property
-    def threshold(self) -> float | None:
-        return self.params.get("threshold")
-
-    @property
-    def finished(self) -> bool:
-        return self.state == "finished"
-
-    @property
-    def rank_key(self) -> tuple:
-        """Validation only: linear evaluation, then the kNN monitor."""
-        m = self.metrics
-        return (m.get("linear_val_acc", -math.inf), m.get("knn_val_acc", -math.inf))
-
-    @property
-    def epochs(self) -> int | None:
-        """Epochs trained: all of them once finished, else the last step of the objective."""
-        return self.params.get("epochs") if self.finished else self.metrics.get("_last_epoch")
-
-    @property
-    def last_block_rank(self) -> float | None:
-        return self.metrics.get(f"effective_rank_block{self.K}")
 
 
 @dataclass
@@ -96,35 +58,13 @@ class StudyRecord:
 
     @property
     def finished(self) -> list[Trial]:
-        return sorted((t for t in self.trials if t.finished), key=lambda t: t.rank_key,
-                      reverse=True)
+        return ranked([t for t in self.trials if t.finished])
 
 
 def load_study(store: Store, study: str) -> StudyRecord:
     """The study's plan and every trial run of it; one line when there is nothing to report."""
-    from mlflow.tracking import MlflowClient
-
     plan = store.load_study(study)  # names the known studies when ``study`` is not one
-    client = MlflowClient(store.tracking_uri)
-    runs = client.search_runs([plan["experiment_id"]], filter_string=f"tags.study = '{study}'",
-                              max_results=10_000)
-    trials = []
-    for r in runs:
-        tags = r.data.tags
-        if "trial_id" not in tags:
-            continue
-        m = r.data.metrics
-        state = ("lost" if "lost" in tags
-                 else "diverged" if tags.get("diverged") == "true"
-                 else "stopped early" if tags.get("early_stopped") == "true"
-                 else "finished" if r.info.status == "FINISHED" and "linear_val_acc" in m
-                 else "failed" if r.info.status == "FAILED" else "running")
-        params = {k: parse_param(v) for k, v in r.data.params.items()}
-        if state != "finished":  # where it stopped
-            steps = [h.step for h in client.get_metric_history(r.info.run_id, "knn_val_acc")]
-            m["_last_epoch"] = max(steps, default=0)
-        cell = tags.get("cell") or _cell_name(params)
-        trials.append(Trial(tags["trial_id"], r.info.run_id, state, params, dict(m), cell))
+    trials = read_trials(store, plan["dataset"], study)
     kind = "grid" if plan.get("grid") else "rerun" if plan.get("config_file") else "search"
     record = StudyRecord(study, plan["dataset"], kind, plan.get("grid", ""),
                          plan["parent_run_id"], plan["experiment_id"],
@@ -137,12 +77,6 @@ def load_study(store: Store, study: str) -> StudyRecord:
             f"run the report again once one has finished"
         )
     return record
-
-
-def _cell_name(params: dict) -> str:
-    from study._cli import format_params
-
-    return format_params({k: params.get(k) for k in ("K", "threshold", "subsample", "tau")})
 
 
 # ----------------------------------------------------------------------------------------------
@@ -356,7 +290,7 @@ def trials_table(record: StudyRecord) -> Table:
              _pct(t.metrics["knn_val_acc"]) if "knn_val_acc" in t.metrics else "-",
              _pct(t.metrics["linear_val_acc"]) if "linear_val_acc" in t.metrics else "-",
              str(t.epochs or "-"), t.state]
-            for t in sorted(record.trials, key=lambda t: t.rank_key, reverse=True)]
+            for t in ranked(record.trials)]
     states = Counter(t.state for t in record.trials)
     return Table("Every trial, best first by validation accuracy",
                  ["trial", "K", "T", "tau", "subsample", "seed", "kNN val %", "linear val %",
@@ -475,7 +409,7 @@ def front_parts(store: Store, record: StudyRecord) -> tuple[list[str], list[Tabl
     from study.space import load_space
 
     objectives = record.plan["objectives"]
-    points = finished_points(store, record.dataset, record.name, objectives)
+    points = finished_points(record.trials, objectives)
     if not points:
         return ["<p>No finished trial reports every objective yet.</p>"], []
     members = front(points, objectives)

@@ -3,68 +3,32 @@ registration, and the source of ``study.export``."""
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 from study._cli import log
+from study.records import (
+    BEST_RUN,
+    MODEL_URI,
+    TrialRecord,
+    experiment_of,
+    ranked,
+    read_runs,
+    read_trials,
+    study_filter,
+)
 from study.store import Store
 from study.ui import runs_url
 from trainables.errors import ConfigError
 
-SEARCHED = ("threshold", "threshold_slope", "tau", "K", "subsample", "head")
 
-
-@dataclass
-class TrialRow:
-    trial_id: str
-    run_id: str
-    status: str
-    params: dict
-    knn_val_acc: float | None
-    linear_val_acc: float | None
-    linear_test_acc: float | None
-    model_uri: str | None
-    early_stopped: bool
-    diverged: bool
-
-    @property
-    def rank_key(self) -> tuple:
-        """Validation accuracy only: linear evaluation, then the kNN monitor."""
-        lin = self.linear_val_acc if self.linear_val_acc is not None else -math.inf
-        knn = self.knn_val_acc if self.knn_val_acc is not None else -math.inf
-        return (lin, knn)
-
-
-def study_rows(store: Store, dataset: str, study: str) -> list[TrialRow]:
+def study_rows(store: Store, dataset: str, study: str) -> list[TrialRecord]:
     """Every trial run of ``study`` (one per trial), best first by validation accuracy."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(store.tracking_uri)
-    exp = client.get_experiment_by_name(dataset)
-    if exp is None:
+    if experiment_of(store, dataset) is None:
         raise ConfigError(f"no MLflow experiment {dataset!r} at {store.tracking_uri}")
-    runs = client.search_runs([exp.experiment_id], filter_string=f"tags.study = '{study}'",
-                              max_results=10_000)
-    rows = []
-    for r in runs:
-        tags, m, p = r.data.tags, r.data.metrics, r.data.params
-        if "trial_id" not in tags:
-            continue  # the parent run
-        rows.append(TrialRow(
-            trial_id=tags["trial_id"], run_id=r.info.run_id, status=r.info.status,
-            params={k: parse_param(p[k]) for k in SEARCHED if k in p},
-            knn_val_acc=m.get("knn_val_acc"), linear_val_acc=m.get("linear_val_acc"),
-            linear_test_acc=m.get("linear_test_acc"),
-            model_uri=tags.get("model_uri") or (tags.get("encoder_state")
-                                                if tags.get("weights_kept") != "false" else None),
-            early_stopped=tags.get("early_stopped") == "true",
-            diverged=tags.get("diverged") == "true",
-        ))
-    return sorted(rows, key=lambda row: row.rank_key, reverse=True)
+    return ranked(read_trials(store, dataset, study))
 
 
 def print_summary(store: Store, study: str, dataset: str, parent_run_id: str,
@@ -74,7 +38,7 @@ def print_summary(store: Store, study: str, dataset: str, parent_run_id: str,
     if objectives and len(objectives) > 1:
         from study.pareto import finished_points, front
 
-        members = front(finished_points(store, dataset, study, objectives), objectives)
+        members = front(finished_points(rows, objectives), objectives)
         on_front = {p.run_id for p in members}
         # Every front member is shown, then the best of the rest.
         rows.sort(key=lambda r: r.run_id not in on_front)
@@ -100,7 +64,7 @@ def print_summary(store: Store, study: str, dataset: str, parent_run_id: str,
     client = MlflowClient(store.tracking_uri)
     if best is not None:
         client.log_metric(parent_run_id, "best_linear_val_acc", best.linear_val_acc)
-        client.set_tag(parent_run_id, "best_run_id", best.run_id)
+        client.set_tag(parent_run_id, BEST_RUN, best.run_id)
         if complete:
             register_best(store, best, f"{study}-encoder")
     if complete:
@@ -133,8 +97,7 @@ def study_footprint(store: Store, study: str, dataset: str) -> dict[str, int] | 
     exp = client.get_experiment_by_name(dataset)
     if exp is None:
         return None
-    runs = client.search_runs([exp.experiment_id], filter_string=f"tags.study = '{study}'",
-                              max_results=10_000)
+    runs = read_runs(store, exp.experiment_id, study_filter(study))
     out = {"artifacts": 0, "encoders": 0, "kept_encoders": 0,
            "ray": _bytes(store.ray_dir / study)}
     for r in runs:
@@ -157,7 +120,7 @@ def _bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def register_best(store: Store, best: TrialRow, name: str) -> None:
+def register_best(store: Store, best: TrialRecord, name: str) -> None:
     """Log the best trial's encoder (its blocks as one ``nn.Sequential``: image in, h^K out) as
     an MLflow model (pickle, not the slow pt2) in its own run, and register it under ``name``."""
     import mlflow
@@ -178,7 +141,7 @@ def register_best(store: Store, best: TrialRow, name: str) -> None:
     run = client.get_run(best.run_id)
     # The registry follows the tracking URI, so registering is fluent too.
     with _fluent_tracking_uri(store.tracking_uri):
-        if "model_uri" not in run.data.tags:
+        if MODEL_URI not in run.data.tags:
             p = run.data.params
             spec = dataset_spec(p["dataset"])
             model = DecoupledResNet(p["arch"], int(p["K"]), spec.channels, spec.stem,
@@ -190,8 +153,8 @@ def register_best(store: Store, best: TrialRow, name: str) -> None:
                     model, name="encoder", serialization_format="pickle",
                     pip_requirements=["torch", "torchvision"],
                 )
-            client.set_tag(best.run_id, "model_uri", info.model_uri)
-            best.model_uri = info.model_uri
+            client.set_tag(best.run_id, MODEL_URI, info.model_uri)
+            best.tags[MODEL_URI] = info.model_uri
         version = mlflow.register_model(best.model_uri, name)
     log(f"registered the best encoder as {version.name} version {version.version}")
 
@@ -221,17 +184,3 @@ def _fmt(v) -> str:
     if v is None:
         return "-"
     return f"{v:.4f}" if isinstance(v, float) and abs(v) <= 1 else f"{v:.3g}"
-
-
-def parse_param(text: str):
-    """An MLflow parameter (always a string) back to the value it was logged from."""
-    if text in ("None", ""):
-        return None
-    if text in ("True", "False"):
-        return text == "True"
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text

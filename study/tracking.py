@@ -20,6 +20,21 @@ from ray.tune.result import AUTO_RESULT_KEYS
 
 from study._cli import format_params
 from study.guard import GuardedClient
+from study.records import (
+    CELL,
+    DIVERGED,
+    EARLY_STOPPED,
+    ENCODER_STATE,
+    ERROR,
+    PARENT,
+    SEARCH_PAGE,
+    STUDY,
+    TRIAL_ID,
+    WEIGHTS_KEPT,
+    rank_key,
+    study_filter,
+    to_record,
+)
 from study.stop import StudyStopped
 from trainables.tune_trainable import (
     DATA,
@@ -35,7 +50,6 @@ from trainables.tune_trainable import (
 
 ENDED_RUNS = ("FINISHED", "KILLED")  # a trial run's status once its trial ended
 STEP_METRIC = "epoch_seconds"  # logged at every epoch of every trial that did not diverge
-WEIGHTS_KEPT = "weights_kept"  # run tag: "true" while the run holds its encoder's weights
 
 
 class MlflowTracking(Callback):
@@ -86,7 +100,7 @@ class MlflowTracking(Callback):
             return self.runs[trial.trial_id]
         found = self.client.search_runs(
             [self.experiment_id],
-            filter_string=f"tags.study = '{self.study}' and tags.trial_id = '{trial.trial_id}'",
+            filter_string=study_filter(self.study, f"tags.{TRIAL_ID} = '{trial.trial_id}'"),
             max_results=1,
         )
         if found:
@@ -99,14 +113,13 @@ class MlflowTracking(Callback):
 
     def _create_run(self, trial) -> str:
         cfg = trial_config(trial.config, self.trial_setup.base)
-        tags = {"mlflow.parentRunId": self.parent_run_id, "study": self.study,
-                "trial_id": trial.trial_id}
+        tags = {PARENT: self.parent_run_id, STUDY: self.study, TRIAL_ID: trial.trial_id}
         point = trial.config.get("point")
         if point is not None:
             # A grid cell or a re-run point: what its seeds share (the report groups on it).
             cell = {k: point[k] for k in ("K", "threshold", "subsample", "tau", "lr",
                                           "weight_decay") if k in point}
-            tags["cell"] = format_params(cell)
+            tags[CELL] = format_params(cell)
         shown = {k: getattr(cfg, k) for k in ("threshold", "tau", "K")}
         if point is not None and "subsample" in point:
             shown["subsample"] = cfg.subsample
@@ -124,9 +137,9 @@ class MlflowTracking(Callback):
     def on_trial_start(self, iteration, trials, trial, **info):
         run_id = self.run_id(trial)
         run = self.client.get_run(run_id)
-        if run.info.status == "FAILED" and "error" in run.data.tags:
+        if run.info.status == "FAILED" and ERROR in run.data.tags:
             # A trial that failed for good is tried again by --resume (resume_errored).
-            self.client.delete_tag(run_id, "error")
+            self.client.delete_tag(run_id, ERROR)
             self.client.update_run(run_id, status="RUNNING")
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
@@ -141,7 +154,7 @@ class MlflowTracking(Callback):
         if DATA in result:
             self._log_dataset(run_id, result[DATA])
         if result.get("diverged"):
-            self.client.set_tag(run_id, "diverged", "true")
+            self.client.set_tag(run_id, DIVERGED, "true")
             self.client.set_terminated(run_id, "FAILED")
 
     def _log_dataset(self, run_id: str, data: dict) -> None:
@@ -164,12 +177,12 @@ class MlflowTracking(Callback):
         elif result.get("diverged"):
             pass
         elif not result.get(FINISHED):
-            self.client.set_tag(run_id, "early_stopped", "true")
+            self.client.set_tag(run_id, EARLY_STOPPED, "true")
             self.client.set_terminated(run_id, "KILLED")
         else:
             with trial.checkpoint.as_directory() as d:
                 self.client.log_artifacts(run_id, str(Path(d) / REPORT_DIR))
-            self.client.set_tag(run_id, "encoder_state", f"runs:/{run_id}/{ENCODER_FILE}")
+            self.client.set_tag(run_id, ENCODER_STATE, f"runs:/{run_id}/{ENCODER_FILE}")
             self.client.set_tag(run_id, WEIGHTS_KEPT, "true")
             self.client.set_terminated(run_id, "FINISHED")
             self.drop_weights_beyond_best()
@@ -184,7 +197,7 @@ class MlflowTracking(Callback):
     def on_trial_error(self, iteration, trials, trial, **info):
         stop_if_disk_full(trial)
         run_id = self.run_id(trial)
-        self.client.set_tag(run_id, "error", str(trial.error_file or "see Ray's trial log"))
+        self.client.set_tag(run_id, ERROR, str(trial.error_file or "see Ray's trial log"))
         self.client.set_terminated(run_id, "FAILED")
 
     def drop_weights_beyond_best(self) -> None:
@@ -198,15 +211,14 @@ class MlflowTracking(Callback):
 
         kept = self.client.search_runs(
             [self.experiment_id],
-            filter_string=f"tags.study = '{self.study}' and tags.{WEIGHTS_KEPT} = 'true'",
-            max_results=10_000,
+            filter_string=study_filter(self.study, f"tags.{WEIGHTS_KEPT} = 'true'"),
+            max_results=SEARCH_PAGE,
         )
-        kept.sort(key=lambda r: (r.data.metrics.get("linear_val_acc", -1.0),
-                                 r.data.metrics.get("knn_val_acc", -1.0)), reverse=True)
+        kept.sort(key=lambda r: rank_key(to_record(r)), reverse=True)
         for r in kept[int(self.keep_weights):]:
             get_artifact_repository(r.info.artifact_uri).delete_artifacts(ENCODER_FILE)
             self.client.set_tag(r.info.run_id, WEIGHTS_KEPT, "false")
-            self.client.set_tag(r.info.run_id, "encoder_state",
+            self.client.set_tag(r.info.run_id, ENCODER_STATE,
                                 f"deleted: not among the {self.keep_weights} best trials")
 
 

@@ -16,8 +16,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from study import records
 from study._cli import log, parser, run
 from study.export import points as export_points
+from study.records import TRIAL_ID, read_runs, study_filter
 from study.space import BUDGETS, SearchSpace, load_space, resolve_space, space_path
 from study.state import saved_state
 from study.store import Store, git_commit
@@ -412,14 +414,11 @@ def close_leftovers(store: Store, plan: Plan) -> None:
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(store.tracking_uri)
-    open_runs = client.search_runs(
-        [plan.experiment_id],
-        filter_string=f"tags.study = '{plan.study}' and attributes.status = 'RUNNING'",
-        max_results=10_000,
-    )
-    lost = [r for r in open_runs if "trial_id" in r.data.tags]
+    open_runs = read_runs(store, plan.experiment_id,
+                          study_filter(plan.study, "attributes.status = 'RUNNING'"))
+    lost = [r for r in open_runs if TRIAL_ID in r.data.tags]
     for r in lost:
-        client.set_tag(r.info.run_id, "lost", LOST)
+        client.set_tag(r.info.run_id, records.LOST, LOST)
         client.set_terminated(r.info.run_id, "KILLED")
     failed = 0
     if not (plan.grid or plan.config_file):
@@ -444,7 +443,7 @@ def _parent_run(store: Store, plan: Plan, space: SearchSpace) -> str:
 
     client = MlflowClient(store.tracking_uri)
     kind = "grid" if plan.grid else "rerun" if plan.config_file else "search"
-    tags = {"study": plan.study, "kind": "study", "study_kind": kind}
+    tags = {records.STUDY: plan.study, "kind": "study", "study_kind": kind}
     if plan.grid:
         tags["grid"] = plan.grid
     run = client.create_run(plan.experiment_id, run_name=plan.study, tags=tags)

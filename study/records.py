@@ -1,0 +1,189 @@
+"""A study's trials as MLflow holds them: the one record of a trial, the one reader, the names.
+
+Every command that reads a study back (the end-of-study summary, export, the Pareto front, the
+report) reads it here, in bulk (one paged ``search_runs``, no call per trial), and ranks it with
+``rank_key``: validation accuracy only (linear evaluation, then the kNN monitor), a missing value
+last. Test accuracy is carried along, never used to choose.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from study.store import Store
+
+# Tags of a study's runs (the parent's and each trial's), written once.
+STUDY = "study"  # every run of a study: its name
+TRIAL_ID = "trial_id"  # a trial's run: Ray Tune's trial id (the parent has none)
+PARENT = "mlflow.parentRunId"
+CELL = "cell"  # a grid cell or re-run point: what its seeds share
+DIVERGED = "diverged"  # "true": a non-finite loss ended the trial
+EARLY_STOPPED = "early_stopped"  # "true": ASHA stopped the trial
+ERROR = "error"  # the trial failed for good; where Ray keeps its error
+LOST = "lost"  # a run a killed driver left open, which no trial continued
+WEIGHTS_KEPT = "weights_kept"  # "true" while the run holds its encoder's weights
+ENCODER_STATE = "encoder_state"  # runs:/ URI of the encoder's state dict, or why it is gone
+MODEL_URI = "model_uri"  # models:/ URI once the encoder was logged as an MLflow model
+BEST_RUN = "best_run_id"  # on the parent: the study's best trial run
+
+# Metrics a trial logs (per epoch: the first; at its end: the others).
+KNN_VAL = "knn_val_acc"
+LINEAR_VAL = "linear_val_acc"
+LINEAR_TEST = "linear_test_acc"
+
+SEARCH_PAGE = 10_000  # runs per search call; a larger study reads on, page after page
+
+
+def study_filter(study: str, *clauses: str) -> str:
+    """The MLflow filter of ``study``'s runs, and ``clauses`` (``attributes.status = '...'``)."""
+    return " and ".join([f"tags.{STUDY} = '{study}'", *clauses])
+
+
+@dataclass
+class TrialRecord:
+    """One trial's MLflow run, read back: its parameters (parsed), final metrics and tags."""
+
+    trial_id: str
+    run_id: str
+    status: str  # MLflow's: RUNNING, FINISHED, KILLED, FAILED
+    params: dict
+    metrics: dict[str, float]
+    tags: dict[str, str]
+    last_epoch: int  # the last epoch with a kNN value logged (0: none)
+
+    @property
+    def state(self) -> str:
+        """finished, stopped early, diverged, failed, running, or lost (a killed driver's)."""
+        if LOST in self.tags:
+            return "lost"
+        if self.diverged:
+            return "diverged"
+        if self.early_stopped:
+            return "stopped early"
+        if self.status == "FINISHED" and LINEAR_VAL in self.metrics:
+            return "finished"
+        return "failed" if self.status == "FAILED" else "running"
+
+    @property
+    def finished(self) -> bool:
+        return self.state == "finished"
+
+    @property
+    def diverged(self) -> bool:
+        return self.tags.get(DIVERGED) == "true"
+
+    @property
+    def early_stopped(self) -> bool:
+        return self.tags.get(EARLY_STOPPED) == "true"
+
+    @property
+    def K(self) -> int:
+        return int(self.params.get("K", 1))
+
+    @property
+    def threshold(self) -> float | None:
+        return self.params.get("threshold")
+
+    @property
+    def knn_val_acc(self) -> float | None:
+        return self.metrics.get(KNN_VAL)
+
+    @property
+    def linear_val_acc(self) -> float | None:
+        return self.metrics.get(LINEAR_VAL)
+
+    @property
+    def linear_test_acc(self) -> float | None:
+        return self.metrics.get(LINEAR_TEST)
+
+    @property
+    def model_uri(self) -> str | None:
+        """Where the encoder is: the logged MLflow model, else its state dict while kept."""
+        if self.tags.get(MODEL_URI):
+            return self.tags[MODEL_URI]
+        return self.tags.get(ENCODER_STATE) if self.tags.get(WEIGHTS_KEPT) != "false" else None
+
+    @property
+    def cell(self) -> str:
+        from study._cli import format_params
+
+        return self.tags.get(CELL) or format_params(
+            {k: self.params.get(k) for k in ("K", "threshold", "subsample", "tau")})
+
+    @property
+    def epochs(self) -> int | None:
+        """Epochs trained: all of them once finished, else the last epoch logged."""
+        return self.params.get("epochs") if self.finished else self.last_epoch
+
+    @property
+    def last_block_rank(self) -> float | None:
+        return self.metrics.get(f"effective_rank_block{self.K}")
+
+
+def rank_key(t: TrialRecord) -> tuple[float, float]:
+    """The study's ranking: validation only, linear evaluation then kNN, missing values last."""
+    lin, knn = t.linear_val_acc, t.knn_val_acc
+    return (lin if lin is not None else -math.inf, knn if knn is not None else -math.inf)
+
+
+def ranked(trials: list[TrialRecord]) -> list[TrialRecord]:
+    """Best first by ``rank_key``."""
+    return sorted(trials, key=rank_key, reverse=True)
+
+
+def read_runs(store: Store, experiment_id: str, filter_string: str) -> list:
+    """Every MLflow run matching ``filter_string``, page after page (no silent cap)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(store.tracking_uri)
+    runs, token = [], None
+    while True:
+        page = client.search_runs([experiment_id], filter_string=filter_string,
+                                  max_results=SEARCH_PAGE, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def experiment_of(store: Store, dataset: str) -> str | None:
+    """The MLflow experiment id of ``dataset`` in the store, None where there is none."""
+    from mlflow.tracking import MlflowClient
+
+    exp = MlflowClient(store.tracking_uri).get_experiment_by_name(dataset)
+    return exp.experiment_id if exp is not None else None
+
+
+def read_trials(store: Store, dataset: str, study: str) -> list[TrialRecord]:
+    """Every trial run of ``study`` (the parent run left out), in trial id order."""
+    experiment_id = experiment_of(store, dataset)
+    if experiment_id is None:
+        return []
+    trials = [to_record(r) for r in read_runs(store, experiment_id, study_filter(study))
+              if TRIAL_ID in r.data.tags]
+    return sorted(trials, key=lambda t: t.trial_id)
+
+
+def to_record(run) -> TrialRecord:
+    steps = {m.key: m.step for m in run.data._metric_objs}  # each metric's latest step
+    return TrialRecord(
+        trial_id=run.data.tags[TRIAL_ID], run_id=run.info.run_id, status=run.info.status,
+        params={k: parse_param(v) for k, v in run.data.params.items()},
+        metrics=dict(run.data.metrics), tags=dict(run.data.tags),
+        last_epoch=int(steps.get(KNN_VAL, 0)),
+    )
+
+
+def parse_param(text: str):
+    """An MLflow parameter (always a string) back to the value it was logged from."""
+    if text in ("None", ""):
+        return None
+    if text in ("True", "False"):
+        return text == "True"
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text

@@ -1,0 +1,87 @@
+"""The one reader of a study's trials, on made-up runs in a temporary MLflow store (no
+training, no Ray): states, the last epoch, where the encoder is, paging, the ranking rule and
+the Pareto front over the records."""
+
+import math
+
+import pytest
+from mlflow.entities import Metric
+from mlflow.tracking import MlflowClient
+
+from study import records
+from study.pareto import finished_points, front
+from study.records import rank_key, ranked, read_trials
+from study.store import Store
+
+
+def _run(client, exp, trial_id, status="FINISHED", tags=None, metrics=None, steps=2,
+         params=None, study="s"):
+    run = client.create_run(exp, tags={records.STUDY: study, records.TRIAL_ID: trial_id,
+                                       **(tags or {})}).info.run_id
+    for k, v in (params or {"K": "4", "threshold": "0.3", "tau": "0.5", "epochs": "2"}).items():
+        client.log_param(run, k, v)
+    client.log_batch(run, metrics=[Metric(records.KNN_VAL, 0.5 + e / 10, 0, e)
+                                   for e in range(1, steps + 1)])
+    for k, v in (metrics or {}).items():
+        client.log_metric(run, k, v, step=steps)
+    client.set_terminated(run, status)
+    return run
+
+
+@pytest.fixture
+def store(tmp_path):
+    store = Store.at(tmp_path / "mlruns")
+    client = MlflowClient(store.tracking_uri)
+    exp = store.experiment_id("digits")
+    client.create_run(exp, tags={records.STUDY: "s"})  # the parent: not a trial
+    _run(client, exp, "a", metrics={records.LINEAR_VAL: 0.7, records.LINEAR_TEST: 0.6},
+         tags={records.ENCODER_STATE: "runs:/a/enc", records.WEIGHTS_KEPT: "true"})
+    _run(client, exp, "b", metrics={records.LINEAR_VAL: 0.8},
+         tags={records.ENCODER_STATE: "deleted", records.WEIGHTS_KEPT: "false"})
+    _run(client, exp, "c", status="KILLED", tags={records.EARLY_STOPPED: "true"}, steps=1)
+    _run(client, exp, "d", status="FAILED", tags={records.DIVERGED: "true"}, steps=1)
+    _run(client, exp, "e", status="KILLED", tags={records.LOST: "killed"}, steps=0)
+    _run(client, exp, "f", status="RUNNING", steps=1)
+    _run(client, exp, "x", study="other")
+    return store
+
+
+def test_each_trial_is_read_once_with_its_state(store):
+    trials = read_trials(store, "digits", "s")
+    assert [t.trial_id for t in trials] == ["a", "b", "c", "d", "e", "f"]
+    assert [t.state for t in trials] == ["finished", "finished", "stopped early", "diverged",
+                                         "lost", "running"]
+    a = trials[0]
+    assert (a.K, a.threshold, a.params["tau"]) == (4, 0.3, 0.5)  # parsed back from strings
+    assert (a.linear_val_acc, a.linear_test_acc) == (0.7, 0.6)
+    assert a.epochs == 2 and trials[2].epochs == 1  # a stopped trial: its last epoch logged
+    assert a.model_uri == "runs:/a/enc" and trials[1].model_uri is None  # weights dropped
+    assert read_trials(store, "fmnist", "s") == []
+
+
+def test_a_large_study_is_read_page_after_page(store, monkeypatch):
+    monkeypatch.setattr(records, "SEARCH_PAGE", 2)
+    assert len(read_trials(store, "digits", "s")) == 6
+
+
+def test_the_ranking_rule_puts_linear_first_and_missing_values_last(store):
+    trials = read_trials(store, "digits", "s")
+    assert [t.trial_id for t in ranked(trials)][:2] == ["b", "a"]
+    assert rank_key(trials[3])[0] == -math.inf  # a diverged trial has no linear evaluation
+    assert ranked(trials)[-1].trial_id == "e"  # nothing at all: last
+
+
+def test_the_front_over_records_holds_only_finished_non_dominated_trials(store):
+    objectives = [[records.LINEAR_VAL, "max"], ["cost", "min"]]
+    client = MlflowClient(store.tracking_uri)
+    trials = read_trials(store, "digits", "s")
+    # a: worse accuracy but cheaper than b: both on the front.
+    client.log_metric(trials[0].run_id, "cost", 1.0)
+    client.log_metric(trials[1].run_id, "cost", 2.0)
+    trials = read_trials(store, "digits", "s")
+    points = finished_points(trials, objectives)
+    assert [p.trial_id for p in points] == ["a", "b"]  # stopped, diverged, lost: not points
+    assert [p.trial_id for p in front(points, objectives)] == ["a", "b"]
+    client.log_metric(trials[1].run_id, "cost", 0.5)  # now b beats a on both
+    points = finished_points(read_trials(store, "digits", "s"), objectives)
+    assert [p.trial_id for p in front(points, objectives)] == ["b"]
