@@ -265,9 +265,9 @@ def bench_tune(quick: bool, repeats: int, epochs: int | None = None) -> dict:
     a shared machine's load falls on both; the medians are compared. Ray starts once, first."""
     from mlflow.tracking import MlflowClient
 
+    from study.cluster import init_ray
     from study.store import Store
-    from study.tune import _init_ray
-    from study.tune import main as tune_main
+    from study.tune import main as tune_main  # the study exactly as a user runs it
 
     epochs = epochs or (8 if quick else 20)
     linear_epochs = 30
@@ -284,7 +284,7 @@ def bench_tune(quick: bool, repeats: int, epochs: int | None = None) -> dict:
         f"final_report(tr, {linear_epochs}, out_dir=d.name); print(time.perf_counter() - t)"
     )
     start = time.perf_counter()
-    started_ray = _init_ray(None)
+    started_ray = init_ray(None)
     ray_start_s = time.perf_counter() - start
     direct, trials = [], []
     try:

@@ -12,16 +12,13 @@ from pathlib import Path
 import yaml
 
 from study._cli import log, parser, run
+from study.exportfile import CONFIG_KEYS, load_export, points  # noqa: F401 (the file's API)
 from study.pareto import finished_points, front
 from study.records import TrialRecord
-from study.space import read_yaml
 from study.store import Store
 from study.summary import study_rows
-from trainables.config import TrainConfig
 from trainables.data import SPECS
 from trainables.errors import ConfigError
-
-CONFIG_KEYS = [k for k in TrainConfig.__dataclass_fields__ if k not in ("device", "download")]
 
 
 def export(store: Store, dataset: str, study: str) -> dict:
@@ -75,35 +72,6 @@ def study_objectives(store: Store, study: str) -> list:
     if not store.study_file(study).is_file():
         return [["knn_val_acc", "max"]]
     return store.load_study(study).get("objectives") or [["knn_val_acc", "max"]]
-
-
-def load_export(path: str | Path, K: int | None = None) -> dict:
-    """The training configuration in an export file: the best, or the best for ``K``."""
-    data = _read(path)
-    if K is None:
-        return dict(data["best"]["config"])
-    if K not in data["per_K"]:
-        raise ConfigError(f"{path} has no entry for K={K}; it has K in "
-                          f"{', '.join(map(str, data['per_K']))}")
-    return dict(data["per_K"][K]["config"])
-
-
-def points(path: str | Path) -> list[dict]:
-    """Every distinct configuration of an export file (best and per K)."""
-    data = _read(path)
-    configs = [data["best"]["config"], *(e["config"] for e in data["per_K"].values())]
-    unique = []
-    for c in configs:
-        if c not in unique:
-            unique.append(c)
-    return unique
-
-
-def _read(path: str | Path) -> dict:
-    data = read_yaml(path, "config file")
-    if not isinstance(data, dict) or "best" not in data or "per_K" not in data:
-        raise ConfigError(f"{path} is not a study.export file (no 'best' / 'per_K')")
-    return data
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -93,6 +93,12 @@ class Store:
         return client.create_experiment(dataset, artifact_location=location)
 
 
+def runs_url(experiment_id: str, port: int = 5000) -> str:
+    """Where the UI shows an experiment's runs table (not its GenAI overview)."""
+    return (f"http://127.0.0.1:{port}/#/experiments/{experiment_id}/runs"
+            f"?workflowType=machine_learning")
+
+
 def git_commit() -> str | None:
     """The project's commit, when it runs from a git checkout."""
     try:

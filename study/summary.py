@@ -19,8 +19,7 @@ from study.records import (
     read_trials,
     study_filter,
 )
-from study.store import Store
-from study.ui import runs_url
+from study.store import Store, runs_url
 from trainables.errors import ConfigError
 
 

@@ -14,7 +14,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from study._cli import log, parser, print_json, run, threshold_arg
-from study.export import load_export
+from study.exportfile import load_export
 from trainables.config import TrainConfig
 from trainables.data import SPECS
 from trainables.evaluation import LINEAR_EPOCHS

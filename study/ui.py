@@ -12,18 +12,12 @@ import os
 import sys
 
 from study._cli import log, parser, run
-from study.store import Store
+from study.store import Store, runs_url
 
 
 def command(store: Store, port: int) -> list[str]:
     return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", store.tracking_uri,
             "--host", "127.0.0.1", "--port", str(port)]
-
-
-def runs_url(experiment_id: str, port: int = 5000) -> str:
-    """Where the UI shows an experiment's runs table (not its GenAI overview)."""
-    return (f"http://127.0.0.1:{port}/#/experiments/{experiment_id}/runs"
-            f"?workflowType=machine_learning")
 
 
 def experiments(store: Store, dataset: str | None = None) -> dict[str, str]:

@@ -128,16 +128,17 @@ def test_a_bare_resume_takes_the_latest_study_of_the_dataset(tmp_path):
 def test_resources_refuse_more_cpus_than_the_cluster_has(monkeypatch):
     import ray
 
-    from study.tune import _resources
+    from study.cluster import resources
 
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 2.0})
     with pytest.raises(ConfigError, match="--cpus-per-trial 4 exceeds the cluster's 2 CPUs"):
-        _resources(0.0, 4, concurrency=1)
+        resources(0.0, 4, concurrency=1)
 
 
 def test_a_study_prepares_its_data_before_ray_starts(tmp_path, monkeypatch):
     """The driver fetches the data once; a data set it cannot get stops the study in one line
     before Ray starts or any trial could race on a download."""
+    import study.lifecycle as lifecycle
     import study.tune as tune_command
     from trainables.errors import DataError
 
@@ -147,8 +148,8 @@ def test_a_study_prepares_its_data_before_ray_starts(tmp_path, monkeypatch):
     def unavailable(name, data_dir, download=True):
         raise DataError(f"{name} not found in {data_dir}")
 
-    monkeypatch.setattr(tune_command, "_init_ray", no_ray)
-    monkeypatch.setattr(tune_command, "prepare_data", unavailable)
+    monkeypatch.setattr(lifecycle, "init_ray", no_ray)
+    monkeypatch.setattr(lifecycle, "prepare_data", unavailable)
     with pytest.raises(DataError, match="cifar10 not found in"):
         tune_command.main(["--dataset", "cifar10", "--store", str(tmp_path / "mlruns"),
                            "--data-dir", str(tmp_path / "data")])

@@ -216,8 +216,10 @@ def test_a_trial_with_no_gpu_share_trains_on_the_cpu(tmp_path, monkeypatch):
     """Ray leaves every GPU visible to a 0-GPU trial: the study puts it on the CPU itself."""
     import ray
 
+    from study.cluster import resources as _resources
+    from study.plan import Plan
     from study.space import load_space, space_path
-    from study.tune import Plan, _resources, _trial_setup
+    from study.tuner import trial_setup as _trial_setup
 
     space = load_space(space_path("digits"))
     store = Store.at(tmp_path / "mlruns")

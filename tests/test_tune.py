@@ -12,7 +12,8 @@ from mlflow.tracking import MlflowClient
 
 from study.export import export, load_export
 from study.store import Store
-from study.tune import FAIL_ONCE_ENV, main
+from study.tune import main
+from study.tuner import FAIL_ONCE_ENV
 from trainables.tune_trainable import FINAL_FILE
 
 SMOKE = ["--dataset", "digits", "--budget", "smoke", "--cpus-per-trial", "1"]
@@ -147,7 +148,8 @@ def test_leftovers_of_a_killed_driver_are_closed(tmp_path):
     """What Ray's last saved state did not know: a trial run and an Optuna trial left RUNNING."""
     import optuna
 
-    from study.tune import LOST, Plan, close_leftovers
+    from study.lifecycle import LOST, close_leftovers
+    from study.plan import Plan
 
     store = Store.at(tmp_path / "mlruns")
     experiment = store.experiment_id("digits")

@@ -1,0 +1,176 @@
+"""A study from its start to its end: the parent run and the record written together, the
+trials run, and then either the end-of-study work (once, on the run that completes the study)
+or a stop that says where the study stands and how to continue it.
+
+Whether the study ended is read from Ray Tune's saved state (``study.state``), never from
+counts of results.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from study import records, stop
+from study._cli import log
+from study.cluster import init_ray, resources
+from study.plan import Plan
+from study.records import TRIAL_ID, read_runs, study_filter
+from study.space import SearchSpace, load_space
+from study.state import saved_state
+from study.store import Store, git_commit
+from study.tuner import make_tuner
+from trainables.data import prepare_data
+from trainables.errors import ConfigError
+
+
+def run(store: Store, plan: Plan, resume: bool, address: str | None = None,
+        gpus: float | None = None, cpus: float | None = None, status_every: float = 60.0) -> int:
+    """Run (or resume) the study to its end; ``stop.StudyStopped`` or ``KeyboardInterrupt``
+    where it stops before."""
+    space = load_space(plan.space_file)
+    if resume:
+        state = saved_state(store.ray_dir / plan.study, plan.trials)
+        if state is not None and state.complete:
+            # Every trial ended; the driver stopped during the end-of-study work.
+            log(f"study {plan.study}: {state.describe()}; finishing its end-of-study work")
+            finish(store, plan)
+            return 0
+    # The driver fetches the data once, before any trial: trials only read (no download races).
+    prepare_data(plan.dataset, plan.data_dir)
+    from study.progress import log_libraries_to, stderr_to
+
+    log_libraries_to(store.log_file(plan.study))
+    with stderr_to(store.log_file(plan.study)):
+        started_ray = init_ray(address)
+    try:
+        if resume:
+            gpus, cpus = plan.gpus_per_trial, plan.cpus_per_trial
+        plan.gpus_per_trial, plan.cpus_per_trial = resources(gpus, cpus, plan.concurrency)
+        return _run_trials(store, plan, space, resume, status_every)
+    finally:
+        if started_ray:
+            import ray
+
+            ray.shutdown()
+
+
+def _run_trials(store: Store, plan: Plan, space: SearchSpace, resume: bool,
+                status_every: float) -> int:
+    log(f"study {plan.study}: {plan.dataset}, budget {plan.budget} ({plan.trials} trials x "
+        f"{plan.epochs} epochs, {plan.concurrency} at once, {plan.gpus_per_trial:g} GPU + "
+        f"{plan.cpus_per_trial:g} CPU each), space {plan.space_file}")
+    if plan.grid:
+        log(f"grid {plan.grid}: {len(space.grid(plan.grid))} cells x {plan.seeds} seeds "
+            f"({plan.seed}..{plan.seed + plan.seeds - 1}), {space.grids[plan.grid]}")
+    log(f"MLflow: {store.tracking_uri}   Optuna: {store.optuna_url}")
+    log(f"Ray's, MLflow's and Optuna's own messages: {store.log_file(plan.study)}")
+    if not resume:
+        with stop.deferred():  # the parent run and the study's record: both or neither
+            plan.experiment_id = store.experiment_id(plan.dataset)
+            plan.parent_run_id = parent_run(store, plan, space)
+            store.save_study(plan.study, plan.__dict__)
+    tuner = make_tuner(store, plan, space, resume, status_every)
+    from study.progress import log_libraries_to
+
+    log_libraries_to(store.log_file(plan.study))  # again: Ray set its loggers up once started
+    with stop.tune_running():
+        tuner.fit()
+    state = saved_state(store.ray_dir / plan.study, plan.trials)
+    if state is None or not state.complete:
+        reason = "interrupted" if stop.requested() else "Ray Tune stopped"
+        raise stop.StudyStopped(reason, interrupted=stop.requested())
+    finish(store, plan)
+    return 0
+
+
+def stopped(store: Store, plan: Plan, reason: str, code: int) -> int:
+    """A study that did not complete: where it stands and the command that continues it."""
+    if not store.study_file(plan.study).exists():
+        log(f"{reason}: study {plan.study} stopped before it was recorded; nothing to resume "
+            f"(the same command starts it again)")
+        return code
+    try:
+        state = saved_state(store.ray_dir / plan.study, plan.trials)
+        where = state.describe() if state is not None else "no trial started yet"
+    except ConfigError as e:
+        log(f"{reason}; {e}")
+        return code
+    log(f"\n{reason}: study {plan.study} stopped with {where}; continue it with:\n"
+        f"  python -m study.tune --dataset {plan.dataset} --study-name {plan.study} --resume"
+        + (f" --store {store.root}" if store.root != Path("mlruns").resolve() else ""))
+    return code
+
+
+def finish(store: Store, plan: Plan) -> None:
+    """The end-of-study work, once, on the run that completes the study: close what a killed
+    driver left open, the summary, the best encoder's registration, the parent run FINISHED,
+    then the record says ``completed``. A driver stopped in the middle does it again on
+    ``--resume``; each step is safe to repeat."""
+    from study.summary import print_summary
+
+    close_leftovers(store, plan)
+    print_summary(store, plan.study, plan.dataset, plan.parent_run_id, True,
+                  objectives=plan.objectives)
+    plan.completed = time.time()
+    store.save_study(plan.study, plan.__dict__)
+
+
+LOST = "the driver was killed before Ray Tune saved this trial's state; it was not resumed"
+
+
+def close_leftovers(store: Store, plan: Plan) -> None:
+    """Close what a killed driver (SIGKILL, power loss) left open, once every trial has ended.
+
+    A driver killed between creating a trial's run (or Optuna trial) and Ray's next save of the
+    experiment state leaves that run RUNNING: the resumed study does not know the trial and
+    samples another in its place. Every tracked trial is closed by the tracking callback, so a
+    trial run still RUNNING here is such a leftover: it ends KILLED, tagged ``lost``. Optuna's
+    RUNNING trials end FAIL, so that the sampler and the report never wait on them.
+    """
+    import optuna
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(store.tracking_uri)
+    open_runs = read_runs(store, plan.experiment_id,
+                          study_filter(plan.study, "attributes.status = 'RUNNING'"))
+    lost = [r for r in open_runs if TRIAL_ID in r.data.tags]
+    for r in lost:
+        client.set_tag(r.info.run_id, records.LOST, LOST)
+        client.set_terminated(r.info.run_id, "KILLED")
+    failed = 0
+    if not (plan.grid or plan.config_file):
+        storage = optuna.storages.RDBStorage(store.optuna_url)
+        try:
+            study = optuna.load_study(study_name=f"{plan.dataset}/{plan.study}", storage=storage)
+        except KeyError:
+            study = None
+        running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)) \
+            if study is not None else []
+        for t in running:
+            storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+        failed = len(running)
+    if lost or failed:
+        log(f"closed what a killed driver left open: {len(lost)} MLflow run(s) (now KILLED, "
+            f"tag lost), {failed} Optuna trial(s) (now FAIL)")
+
+
+def parent_run(store: Store, plan: Plan, space: SearchSpace) -> str:
+    from mlflow.entities import Param
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(store.tracking_uri)
+    kind = "grid" if plan.grid else "rerun" if plan.config_file else "search"
+    tags = {records.STUDY: plan.study, "kind": "study", "study_kind": kind}
+    if plan.grid:
+        tags["grid"] = plan.grid
+    run = client.create_run(plan.experiment_id, run_name=plan.study, tags=tags)
+    params = {k: v for k, v in plan.__dict__.items() if k not in ("parent_run_id", "created")}
+    params["git_commit"] = git_commit()
+    params["objectives"] = ", ".join(f"{m} ({mode})" for m, mode in plan.objectives)
+    if plan.grid:
+        params["grid_values"] = str(space.grids[plan.grid])
+    else:
+        params["search"] = ", ".join(space.search)
+    client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()])
+    return run.info.run_id

@@ -1,0 +1,91 @@
+"""What a study is: its plan, saved at its start (``mlruns/studies/<study>.json``) so that
+``--resume`` repeats it exactly, and built from the command's flags with every value checked
+before anything starts."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from study.exportfile import points as export_points
+from study.space import load_space, resolve_space, space_path
+from study.store import Store
+from trainables.errors import ConfigError
+
+
+@dataclass
+class Plan:
+    """A study's settings, saved at its start so that ``--resume`` repeats them exactly."""
+
+    study: str
+    dataset: str
+    space_file: str
+    budget: str
+    trials: int
+    epochs: int
+    concurrency: int
+    gpus_per_trial: float
+    cpus_per_trial: float
+    data_dir: str
+    seed: int
+    parent_run_id: str = ""
+    experiment_id: str = ""
+    created: float = 0.0
+    config_file: str = ""  # re-run the points of a study.export file over ``seeds`` seeds
+    seeds: int = 1
+    grid: str = ""  # run the cells of this grid of the space over ``seeds`` seeds
+    keep_weights: int | str = 3  # finished trials whose encoder stays in MLflow, or "all"
+    objectives: list = field(default_factory=lambda: [["knn_val_acc", "max"]])  # [metric, mode]
+    completed: float = 0.0  # when the end-of-study work was done; 0 while it is not
+
+
+def new_plan(store: Store, args) -> Plan:
+    import torch
+
+    space = load_space(resolve_space(args.space) if args.space else space_path(args.dataset))
+    if space.dataset != args.dataset:
+        raise ConfigError(f"{space.source}: dataset {space.dataset!r} does not match "
+                          f"--dataset {args.dataset}")
+    budget_name = args.budget or ("short" if torch.cuda.is_available() else "smoke")
+    budget = space.budget(budget_name)
+    for flag in ("trials", "epochs", "concurrency"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise ConfigError(f"--{flag} {value} must be >= 1")
+    for flag in ("gpus_per_trial", "cpus_per_trial"):
+        value = getattr(args, flag)
+        if value is not None and (value < 0 or (flag == "cpus_per_trial" and value == 0)):
+            raise ConfigError(f"--{flag.replace('_', '-')} {value} must be "
+                              f"{'> 0' if flag == 'cpus_per_trial' else '>= 0'}")
+    trials, epochs = args.trials or budget.trials, args.epochs or budget.epochs
+    seeds = args.seeds if args.seeds is not None else budget.seeds
+    if args.grid is not None and args.config is not None:
+        raise ConfigError("--grid and --config are two kinds of study; give one")
+    if seeds < 1:
+        raise ConfigError(f"--seeds {seeds} must be >= 1")
+    if args.config is not None:
+        # Every exported point over every seed, each for its own epochs unless --epochs.
+        trials, epochs = len(export_points(args.config)) * seeds, args.epochs or 0
+    elif args.grid is not None:
+        trials = len(space.grid(args.grid)) * seeds  # every cell over every seed
+    elif args.seeds is not None:
+        raise ConfigError("--seeds goes with --grid or --config (a search samples its points)")
+    kind = ("rerun" if args.config is not None
+            else f"{args.grid}-{budget_name}" if args.grid is not None else budget_name)
+    study = args.study_name or f"{args.dataset}-{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if store.study_file(study).exists():
+        raise ConfigError(f"study {study!r} exists in {store.root}; add --resume to continue it "
+                          f"or choose another --study-name")
+    return Plan(
+        study=study, dataset=args.dataset, space_file=str(Path(space.source).resolve()),
+        budget=budget_name, trials=trials, epochs=epochs,
+        concurrency=args.concurrency or budget.concurrency, gpus_per_trial=0.0,
+        cpus_per_trial=0.0, data_dir=str(Path(args.data_dir).expanduser().resolve()),
+        seed=args.seed, created=time.time(),
+        config_file=str(args.config.resolve()) if args.config is not None else "",
+        seeds=seeds if args.config is not None or args.grid is not None else 1,
+        grid=args.grid or "",
+        keep_weights=args.keep_weights or space.keep_weights,
+        objectives=[[o.metric, o.mode] for o in space.objectives],
+    )

@@ -1,0 +1,183 @@
+"""How a study's Ray Tune run is put together: the trainable with its resources, Optuna's
+searcher (or a grid of points), ASHA, the run config and the callbacks; a new one, or the
+saved one restored for ``--resume``."""
+
+from __future__ import annotations
+
+import os
+
+from study._cli import log
+from study.exportfile import points as export_points
+from study.plan import Plan
+from study.space import SearchSpace
+from study.state import saved_state
+from study.store import Store, git_commit
+from trainables.tune_trainable import OBJECTIVE, TrialSetup, run_trial
+
+FAIL_ONCE_ENV = "SLS_TEST_FAIL_ONCE_AT_EPOCH"  # test-only switch: each trial raises once there
+
+
+def make_tuner(store: Store, plan: Plan, space: SearchSpace, resume: bool,
+               status_every: float):
+    """The saved run restored (``--resume``), else a new one."""
+    from ray import tune
+
+    setup = trial_setup(store, plan, space)
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, setup=setup.to_dict()),
+        {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial},
+    )
+    path = store.ray_dir / plan.study
+    if resume and saved_state(path, plan.trials) is not None:
+        log(f"resuming {plan.study} from {path}")
+        return tune.Tuner.restore(str(path), trainable, resume_errored=True)
+    if resume:  # stopped before Ray saved any state: nothing Ray knows of to continue
+        log(f"study {plan.study} stopped before its first trial was saved; starting its trials")
+        forget_unsaved_search(store, plan)
+    if plan.config_file or plan.grid:
+        return _rerun_tuner(store, plan, space, trainable, setup, status_every)
+    return _new_tuner(store, plan, space, trainable, setup, status_every)
+
+
+def forget_unsaved_search(store: Store, plan: Plan) -> None:
+    """The Optuna trials of a study that Ray never saved: no Ray trial will continue them, and
+    a fresh searcher would queue the points to evaluate a second time."""
+    if plan.grid or plan.config_file:
+        return
+    import optuna
+
+    try:
+        optuna.delete_study(study_name=f"{plan.dataset}/{plan.study}",
+                            storage=optuna.storages.RDBStorage(store.optuna_url))
+    except KeyError:
+        pass
+
+
+def trial_setup(store: Store, plan: Plan, space: SearchSpace) -> TrialSetup:
+    budget = space.budget(plan.budget)
+    t = space.train
+    base = dict(
+        dataset=plan.dataset, arch=space.model.arch, width=budget.width or space.model.width,
+        K=t.K, threshold=t.threshold, subsample=t.subsample, tau=t.tau, lr=t.lr,
+        weight_decay=t.weight_decay, batch_size=t.batch_size, epochs=plan.epochs,
+        subset=budget.subset, data_dir=plan.data_dir, seed=plan.seed,
+        # A trial with no GPU share trains on the CPU: Ray does not hide the GPUs from it.
+        device="auto" if plan.gpus_per_trial else "cpu",
+        download=False,  # the driver prepared the data (prepare_data)
+    )
+    fail_at = os.environ.get(FAIL_ONCE_ENV)
+    return TrialSetup(
+        base=base,
+        linear_epochs=budget.linear_epochs or t.linear_epochs,
+        checkpoint_every=budget.checkpoint_every,
+        cpus=plan.cpus_per_trial,
+        gpu_fraction=plan.gpus_per_trial,
+        fail_once_at_epoch=int(fail_at) if fail_at else None,
+        fail_marker_dir=str(store.root / "fail_markers" / plan.study) if fail_at else None,
+    )
+
+
+def _new_tuner(store: Store, plan: Plan, space: SearchSpace, trainable, setup: TrialSetup,
+               status_every: float):
+    import optuna
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search import ConcurrencyLimiter
+
+    from study.progress import StudySearch
+
+    # One objective: Optuna's value is it. Several: a multi-objective study (TPE handles both)
+    # whose trials report every objective in each result; ASHA still stops on the accuracy.
+    metrics = [m for m, _ in plan.objectives]
+    modes = [m for _, m in plan.objectives]
+    searcher = StudySearch(
+        space=optuna_space(space),
+        metric=metrics[0] if len(metrics) == 1 else metrics,
+        mode=modes[0] if len(modes) == 1 else modes,
+        points_to_evaluate=[dict(p) for p in space.points_to_evaluate] or None,
+        sampler=optuna.samplers.TPESampler(seed=plan.seed),
+        study_name=f"{plan.dataset}/{plan.study}",
+        storage=optuna.storages.RDBStorage(store.optuna_url),
+    )
+    scheduler = ASHAScheduler(
+        time_attr="epoch", metric=OBJECTIVE, mode="max", max_t=plan.epochs,
+        grace_period=min(space.budget(plan.budget).grace_period, plan.epochs),
+    )
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=ConcurrencyLimiter(searcher, max_concurrent=plan.concurrency),
+            scheduler=scheduler,
+            num_samples=plan.trials,
+        ),
+        run_config=_run_config(store, plan, setup, status_every),
+    )
+
+
+def _run_config(store: Store, plan: Plan, setup: TrialSetup, status_every: float):
+    """Where Tune keeps the study, one checkpoint a trial (the latest: enough to resume; at
+    K = 16 on ResNet-50 each holds about 2.3 GB), two retries of a crashed trial, and the
+    callbacks that print progress and track every trial in MLflow."""
+    from ray import tune
+
+    from study.guard import DiskFloor
+    from study.progress import Progress
+    from study.tracking import MlflowTracking
+
+    tracking = MlflowTracking(
+        store.tracking_uri, plan.experiment_id, plan.parent_run_id, plan.study, setup,
+        params={"budget": plan.budget, "study": plan.study, "git_commit": git_commit()},
+        keep_weights=plan.keep_weights,
+    )
+    return tune.RunConfig(
+        name=plan.study,
+        storage_path=str(store.ray_dir),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        failure_config=tune.FailureConfig(max_failures=2),
+        callbacks=[Progress(plan.epochs, plan.trials, plan.concurrency, status_every, plan.study,
+                            disk=DiskFloor(str(store.root))),
+                   tracking],
+        verbose=0,  # our console (study.progress) instead of Ray's result tables
+    )
+
+
+def _rerun_tuner(store: Store, plan: Plan, space: SearchSpace, trainable, setup: TrialSetup,
+                 status_every: float):
+    """Every cell of a grid, or every point of an export file, with ``plan.seeds`` seeds, each
+    trained to its end (no searcher, no scheduler)."""
+    from ray import tune
+
+    if plan.grid:
+        points = space.grid(plan.grid)  # overrides of the study's base (the space's train:)
+    else:
+        points = []
+        for point in export_points(plan.config_file):
+            point = {k: v for k, v in point.items() if k not in ("data_dir", "seed")}
+            if plan.epochs:
+                point["epochs"] = plan.epochs
+            points.append(point)
+    seeds = list(range(plan.seed, plan.seed + plan.seeds))
+    return tune.Tuner(
+        trainable,
+        param_space={"point": tune.grid_search(points), "seed": tune.grid_search(seeds)},
+        tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=plan.concurrency),
+        run_config=_run_config(store, plan, setup, status_every),
+    )
+
+
+def optuna_space(space: SearchSpace) -> dict:
+    from optuna.distributions import (
+        CategoricalDistribution,
+        FloatDistribution,
+        IntDistribution,
+    )
+
+    out = {}
+    for name, d in space.search.items():
+        if d.type == "categorical":
+            out[name] = CategoricalDistribution(d.choices)
+        elif d.type == "int":
+            out[name] = IntDistribution(int(d.low), int(d.high), log=d.log, step=int(d.step or 1))
+        else:
+            out[name] = FloatDistribution(d.low, d.high, log=d.log, step=d.step)
+    return out
