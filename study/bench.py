@@ -309,7 +309,7 @@ def bench_tune(quick: bool, repeats: int, epochs: int | None = None) -> dict:
                                                             study_filter(f"bench{r}"))
                           if TRIAL_ID in run.data.tags]
                 trials.append(run.data.metrics["wall_time_s"])
-            from study.summary import study_footprint
+            from study.footprint import study_footprint
 
             footprint = study_footprint(store, "bench0", "digits")  # what an ended study holds
     finally:

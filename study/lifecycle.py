@@ -38,7 +38,7 @@ def run(store: Store, plan: Plan, resume: bool, address: str | None = None,
             return 0
     # The driver fetches the data once, before any trial: trials only read (no download races).
     prepare_data(plan.dataset, plan.data_dir)
-    from study.progress import log_libraries_to, stderr_to
+    from study.logs import log_libraries_to, stderr_to
 
     log_libraries_to(store.log_file(plan.study))
     with stderr_to(store.log_file(plan.study)):
@@ -71,7 +71,7 @@ def _run_trials(store: Store, plan: Plan, space: SearchSpace, resume: bool,
             plan.parent_run_id = parent_run(store, plan, space)
             store.save_study(plan.study, plan.__dict__)
     tuner = make_tuner(store, plan, space, resume, status_every)
-    from study.progress import log_libraries_to
+    from study.logs import log_libraries_to
 
     log_libraries_to(store.log_file(plan.study))  # again: Ray set its loggers up once started
     with stop.tune_running():
@@ -110,7 +110,7 @@ def finish(store: Store, plan: Plan) -> None:
     from study.summary import print_summary
 
     close_leftovers(store, plan)
-    print_summary(store, plan.study, plan.dataset, plan.parent_run_id, True,
+    print_summary(store, plan.study, plan.dataset, plan.parent_run_id,
                   objectives=plan.objectives)
     plan.completed = time.time()
     store.save_study(plan.study, plan.__dict__)

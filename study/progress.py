@@ -1,50 +1,17 @@
-"""What the driver adds to Ray Tune: its console (a line per trial event, a study line now and
-then, the libraries' own records in a log file), and Optuna states that say what happened (a
-trial stopped early by ASHA ends PRUNED in Optuna; ``study.tracking`` marks its MLflow run
-KILLED)."""
+"""The study's console: a line per trial event and a study line now and then (Ray Tune's own
+tables are off). ``StudySearch`` lives in ``study.search``; its name stays here for studies
+pickled before it moved."""
 
 from __future__ import annotations
 
-import logging
-import os
-import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 
-from optuna.exceptions import UpdateFinishedTrialError
 from ray.tune import Callback
-from ray.tune.search.optuna import OptunaSearch
 
 from study._cli import format_params, log
 from study.guard import DiskFloor
+from study.search import StudySearch  # noqa: F401 (pickled studies name study.progress)
 from trainables.tune_trainable import FINAL, FINISHED, METRICS, OBJECTIVE
-
-
-class StudySearch(OptunaSearch):
-    """OptunaSearch that tells Optuna PRUNED for trials that ended without finishing.
-
-    Ray's own rule: a completion without the metric and without an error is PRUNED. A trial
-    that finished reports ``trial_finished``; anything else was stopped early.
-    """
-
-    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
-        if not error and result is not None and not result.get(FINISHED):
-            result = None
-        super().on_trial_complete(trial_id, result=result, error=error)
-
-    def on_trial_result(self, trial_id: str, result: dict):
-        # An objective that only the last result holds (linear_val_acc) has no intermediate
-        # value to report; Ray's own method would raise on it.
-        if isinstance(self.metric, str) and self.metric not in result:
-            return
-        try:
-            super().on_trial_result(trial_id, result)
-        except UpdateFinishedTrialError as e:
-            # A trial that ended after Ray's last saved state (a killed driver) reports again
-            # when resumed; its Optuna trial holds its end already.
-            logging.getLogger("optuna").info("trial %s: %s", trial_id, e)
 
 
 class Progress(Callback):
@@ -152,62 +119,6 @@ class Progress(Callback):
             for t in trials if t.status in ("RUNNING", "PENDING", "PAUSED"))
         mean = sum(self.epoch_seconds) / len(self.epoch_seconds)
         return remaining * mean / max(1, self.concurrency)
-
-
-LIBRARY_LOGGERS = ("ray", "mlflow", "optuna", "alembic", "py.warnings", "urllib3", "filelock")
-
-
-def log_libraries_to(path: Path) -> None:
-    """Ray's, MLflow's and Optuna's own records and Python's warnings go to ``path``, not the
-    terminal: a user cannot act on them, and they bury the study's own lines.
-
-    The libraries are imported first: MLflow and Ray set up their loggers when imported.
-    """
-    import mlflow  # noqa: F401
-    import optuna  # noqa: F401
-    import ray.tune  # noqa: F401
-
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    # Ray Tune's newer console prints its own tables and paths even at verbose=0; the older one
-    # is silent there.
-    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # A record that cannot be written (a full disk) is dropped, not printed with a traceback:
-    # the study says in one line why it stopped.
-    logging.raiseExceptions = False
-    handler = logging.FileHandler(path)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.captureWarnings(True)
-    names = [n for n in list(logging.root.manager.loggerDict)
-             if n.split(".")[0] in LIBRARY_LOGGERS]
-    for name in sorted(set(names) | set(LIBRARY_LOGGERS)):
-        logger = logging.getLogger(name)
-        for old in list(logger.handlers):
-            logger.removeHandler(old)
-            if isinstance(old, logging.FileHandler):
-                old.close()
-        if name in LIBRARY_LOGGERS:  # the top ones write the file; the others pass records up
-            logger.addHandler(handler)
-            logger.propagate = False
-        else:
-            logger.propagate = True
-
-
-@contextmanager
-def stderr_to(path: Path) -> Iterator[None]:
-    """The process's file descriptor 2 goes to ``path`` for a block: Ray's core writes its
-    start-up notes (token authentication, ...) there from C++, past Python's logging, and the
-    processes Ray starts inherit it."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with open(path, "a") as f:
-        os.dup2(f.fileno(), 2)
-    try:
-        yield
-    finally:
-        sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
 
 
 def trial_params(config: dict) -> str:

@@ -84,7 +84,7 @@ def _new_tuner(store: Store, plan: Plan, space: SearchSpace, trainable, setup: T
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search import ConcurrencyLimiter
 
-    from study.progress import StudySearch
+    from study.search import StudySearch
 
     # One objective: Optuna's value is it. Several: a multi-objective study (TPE handles both)
     # whose trials report every objective in each result; ASHA still stops on the accuracy.

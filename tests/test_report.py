@@ -78,7 +78,7 @@ def test_grid_runs_every_cell_once_per_seed_to_its_end(grid_study):
         assert r.data.tags["weights_kept"] == str(kept).lower(), i
         assert ("encoder_state_dict.pt" in files) == kept, (i, files)
         assert "metrics.json" in files  # the rest of the report stays
-    from study.summary import study_footprint
+    from study.footprint import study_footprint
 
     disk = study_footprint(store, "g", "digits")
     best_dir = Path(urlparse(ranked[0].info.artifact_uri).path)
