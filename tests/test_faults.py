@@ -68,10 +68,12 @@ class Study:
         return [*args, "--space", str(self.space), "--budget", "smoke", "--cpus-per-trial", "1",
                 "--gpus-per-trial", "0", "--trials", str(self.trials)]
 
-    def start(self, resume: bool = False) -> subprocess.Popen:
+    def start(self, resume: bool = False, code: Path | None = None) -> subprocess.Popen:
+        """The study's command from this checkout, or from the tree ``code`` (an older one)."""
         proc = subprocess.Popen(
             [sys.executable, "-m", "study.tune", *self.args(resume)], stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, text=True, env=self.env, start_new_session=True)
+            stderr=subprocess.STDOUT, text=True, env=self.env, start_new_session=True,
+            cwd=code)
         proc.lines = []
         return proc
 
@@ -446,5 +448,31 @@ def test_a_full_disk_under_the_store(small_disk):
     reason = [x for x in console.splitlines() if "free space there" in x]
     assert len(reason) == 1, console[-3000:]
     filler.unlink()
+    study.complete()
+    check_complete(study)
+
+
+BEFORE_THE_CHANGE = "5de7d2e"  # main before the fault matrix and the study side's new layout
+
+
+@pytest.mark.slow
+def test_a_study_saved_by_the_previous_version_resumes(tmp_path):
+    """A study started by main as it was before this layout (its pickled callbacks, searcher
+    and plan record), killed mid-wave, completes under this checkout's --resume."""
+    repo = Path(__file__).resolve().parents[1]
+    old = tmp_path / "old"
+    old.mkdir()
+    archive = subprocess.run(["git", "-C", str(repo), "archive", BEFORE_THE_CHANGE],
+                             capture_output=True)
+    if archive.returncode != 0:
+        pytest.skip(f"commit {BEFORE_THE_CHANGE} is not in this clone's history")
+    subprocess.run(["tar", "-x", "-C", str(old)], input=archive.stdout, check=True)
+    study = Study(tmp_path, "older")
+    proc = study.start(code=old)
+    study.watch(proc, lambda lines: "epoch 1/2" in lines[-1])
+    signal_group(proc, signal.SIGKILL)
+    study.end(proc)
+    record = study.store.load_study(study.name)
+    assert "completed" not in record  # written by the previous version
     study.complete()
     check_complete(study)
