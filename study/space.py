@@ -16,10 +16,10 @@ from pathlib import Path
 
 import yaml
 
+from trainables.config import range_problem
 from trainables.data import SPECS
 from trainables.errors import ConfigError
-from trainables.losses import SUBSAMPLE_MODES
-from trainables.models import ARCHS, HEADS, allowed_K
+from trainables.models import ARCHS, allowed_K
 
 SEARCHABLE = ("threshold", "threshold_slope", "tau", "K", "subsample", "head", "lr",
               "weight_decay")
@@ -246,21 +246,12 @@ def _check_value(where: _Where, prefix: str, values: dict, arch: str, nest: bool
     the error names ``prefix.name``, or ``prefix`` alone without ``nest``."""
     for name, v in values.items():
         key = f"{prefix}.{name}" if nest else prefix
-        if name == "threshold" and v is not None and (not _number(v) or not -1 <= v <= 1):
-            raise where.error(key, f"{v!r} is outside [-1, 1] (or null / none for Eq. (1))")
         if name == "K" and v not in allowed_K(arch):
             raise where.error(key, f"{v!r} does not divide {arch}; allowed: "
                               f"{', '.join(map(str, allowed_K(arch)))}")
-        if name == "subsample" and v not in SUBSAMPLE_MODES:
-            raise where.error(key, f"{v!r} is unknown; allowed: {', '.join(SUBSAMPLE_MODES)}")
-        if name in ("tau", "lr", "batch_size", "linear_epochs") and (not _number(v) or v <= 0):
-            raise where.error(key, f"{v!r} must be a positive number")
-        if name == "weight_decay" and (not _number(v) or v < 0):
-            raise where.error(key, f"{v!r} must be a number >= 0")
-        if name == "head" and v not in HEADS:
-            raise where.error(key, f"{v!r} is unknown; allowed: {', '.join(HEADS)}")
-        if name == "threshold_slope" and (not _number(v) or not -2 <= v <= 2):
-            raise where.error(key, f"{v!r} must be a number in [-2, 2]")
+        problem = range_problem(name, v)  # the one rule of each range (trainables.config)
+        if problem is not None:
+            raise where.error(key, f"{v!r} {problem}")
 
 
 def _distribution(where: _Where, key: str, raw: object, name: str, arch: str) -> Distribution:

@@ -49,26 +49,15 @@ class TrainConfig:
         if self.width is None:
             self.width = spec.width
         check_K(self.arch, self.K)
-        if self.threshold is not None and not -1.0 <= self.threshold <= 1.0:
-            raise ConfigError(
-                f"threshold={self.threshold} is outside [-1, 1] (or None for Eq. (1))"
-            )
-        if not isinstance(self.threshold_slope, (int, float)) or not math.isfinite(
-                self.threshold_slope) or abs(self.threshold_slope) > 2:
-            raise ConfigError(f"threshold_slope={self.threshold_slope!r} must be a number in "
-                              f"[-2, 2] (0: one T for every block)")
+        for name in RANGES:
+            if hasattr(self, name):
+                problem = range_problem(name, getattr(self, name))
+                if problem is not None:
+                    raise ConfigError(f"{name}={getattr(self, name)!r} {problem}")
         if self.threshold is None and self.threshold_slope != 0:
             raise ConfigError(f"threshold_slope={self.threshold_slope} needs a threshold; "
                               f"threshold=None is Eq. (1) in every block")
-        if self.head not in HEADS:
-            raise ConfigError(f"head={self.head!r} is unknown; allowed: {', '.join(HEADS)}")
-        if self.subsample not in SUBSAMPLE_MODES:
-            raise ConfigError(
-                f"subsample={self.subsample!r} is unknown; allowed: {', '.join(SUBSAMPLE_MODES)}"
-            )
-        _positive(self, "tau", "epochs", "batch_size", "lr", "width", "knn_k", "knn_temperature")
-        if self.weight_decay < 0:
-            raise ConfigError(f"weight_decay={self.weight_decay} must be >= 0")
+        _positive(self, "epochs", "width", "knn_k", "knn_temperature")
         if self.subset is not None and self.subset < 2:
             raise ConfigError(f"subset={self.subset} must be at least 2 (or None for all)")
         if self.batch_size < 2:
@@ -101,6 +90,34 @@ class TrainConfig:
                 f"unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}"
             )
         return cls(**d)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+# The range of each training value a study may search or set, checked once wherever the value
+# enters: a run's configuration (here) and a search space's YAML (study.space).
+RANGES = {
+    "threshold": (lambda v: v is None or (_is_number(v) and -1 <= v <= 1),
+                  "is outside [-1, 1] (or none for Eq. (1))"),
+    "threshold_slope": (lambda v: _is_number(v) and -2 <= v <= 2,
+                        "must be a number in [-2, 2] (0: one T for every block)"),
+    "subsample": (lambda v: v in SUBSAMPLE_MODES,
+                  f"is unknown; allowed: {', '.join(SUBSAMPLE_MODES)}"),
+    "head": (lambda v: v in HEADS, f"is unknown; allowed: {', '.join(HEADS)}"),
+    "tau": (lambda v: _is_number(v) and v > 0, "must be a positive number"),
+    "lr": (lambda v: _is_number(v) and v > 0, "must be a positive number"),
+    "batch_size": (lambda v: _is_number(v) and v > 0, "must be a positive number"),
+    "linear_epochs": (lambda v: _is_number(v) and v > 0, "must be a positive number"),
+    "weight_decay": (lambda v: _is_number(v) and v >= 0, "must be a number >= 0"),
+}
+
+
+def range_problem(name: str, value) -> str | None:
+    """What is wrong with ``value`` for ``name`` (``RANGES``), or None where it is fine."""
+    ok, problem = RANGES.get(name, (lambda v: True, ""))
+    return None if ok(value) else problem
 
 
 def _positive(cfg: TrainConfig, *names: str) -> None:
