@@ -8,7 +8,9 @@ PENDING, RUNNING or PAUSED is one that Ray will continue on ``--resume``.
 
 from __future__ import annotations
 
+import copy
 import json
+import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,3 +90,53 @@ def saved_state(experiment_dir: Path, planned: int) -> StudyState | None:
             max_failures=int(trial.get("max_failures", 0)),
         ))
     return StudyState(planned, tuple(trials))
+
+
+def repair_checkpoints(experiment_dir: Path) -> list[str]:
+    """Point each trial Ray will continue at a checkpoint that exists; the trial ids changed.
+
+    Ray keeps one checkpoint a trial: registering a new one deletes the one before at once,
+    while the experiment state that names it is saved seconds later. A driver killed in between
+    (while a trial ends, its report going to MLflow) leaves a state naming a deleted checkpoint,
+    and Ray's restore of that trial fails for good. The trial's newest checkpoint on disk is the
+    one Ray would have saved: the trial continues from it (an ended trial's holds the result it
+    ended with, ``FINAL_FILE``, and replays its end).
+    """
+    from ray import cloudpickle
+
+    files = sorted(Path(experiment_dir).glob(STATE_GLOB))
+    if not files:
+        return []
+    data = json.loads(files[-1].read_text())
+    changed = []
+    for entry in data["trial_data"]:
+        trial, runtime = json.loads(entry[0]), json.loads(entry[1])
+        manager_json = runtime.get("checkpoint_manager")
+        if trial.get("status") in ENDED or not isinstance(manager_json, dict):
+            continue
+        manager = cloudpickle.loads(bytes.fromhex(manager_json["value"]))
+        latest = manager._latest_checkpoint_result
+        if latest is None or Path(latest.checkpoint.path).exists():
+            continue
+        on_disk = sorted(Path(latest.checkpoint.path).parent.glob("checkpoint_*"))
+        if on_disk:
+            from ray.tune import Checkpoint
+
+            result = copy.copy(latest)
+            result.checkpoint = Checkpoint(str(on_disk[-1]), latest.checkpoint.filesystem)
+            manager._latest_checkpoint_result = result
+            manager._checkpoint_results = [result]
+            # The next checkpoint the trial saves gets a new name, past the one it resumes from.
+            storage = cloudpickle.loads(bytes.fromhex(trial["storage"]["value"]))
+            storage.current_checkpoint_index = int(on_disk[-1].name.split("_")[-1]) + 1
+            trial["storage"]["value"] = cloudpickle.dumps(storage).hex()
+        else:
+            manager._latest_checkpoint_result, manager._checkpoint_results = None, []
+        manager_json["value"] = cloudpickle.dumps(manager).hex()
+        entry[0], entry[1] = json.dumps(trial, indent=2), json.dumps(runtime, indent=2)
+        changed.append(trial["trial_id"])
+    if changed:
+        part = files[-1].with_suffix(".part")
+        part.write_text(json.dumps(data))
+        os.replace(part, files[-1])
+    return changed

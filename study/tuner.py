@@ -10,7 +10,7 @@ from study._cli import log
 from study.exportfile import points as export_points
 from study.plan import Plan
 from study.space import SearchSpace
-from study.state import saved_state
+from study.state import repair_checkpoints, saved_state
 from study.store import Store, git_commit
 from trainables.tune_trainable import OBJECTIVE, TrialSetup, run_trial
 
@@ -30,7 +30,12 @@ def make_tuner(store: Store, plan: Plan, space: SearchSpace, resume: bool,
     path = store.ray_dir / plan.study
     if resume and saved_state(path, plan.trials) is not None:
         log(f"resuming {plan.study} from {path}")
-        return tune.Tuner.restore(str(path), trainable, resume_errored=True)
+        repaired = repair_checkpoints(path)
+        if repaired:
+            log(f"{', '.join(repaired)}: Ray's saved state named a checkpoint deleted before the "
+                f"driver stopped; continuing from the trial's newest one on disk")
+        # A trial in ERROR spent its retries: it has ended (study.state) and stays so.
+        return tune.Tuner.restore(str(path), trainable, resume_errored=False)
     if resume:  # stopped before Ray saved any state: nothing Ray knows of to continue
         log(f"study {plan.study} stopped before its first trial was saved; starting its trials")
         forget_unsaved_search(store, plan)

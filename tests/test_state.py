@@ -125,3 +125,70 @@ def test_a_stop_raised_in_a_callback_is_found_inside_rays_error():
     assert stop.stopped_by(OSError(errno.ENOSPC, "full"), "/s").reason.startswith(
         "no space left on device under /s")
     assert stop.stopped_by(ValueError("x"), "/s") is None
+
+
+TRAINABLE = """
+import os, sys, tempfile
+from ray import tune
+
+def trainable(config):
+    start = 0
+    ckpt = tune.get_checkpoint()
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            if os.path.exists(os.path.join(d, "final.json")):
+                tune.report({"it": 99, "score": 1.0})
+                return
+            start = int(open(os.path.join(d, "it")).read())
+    for it in range(start + 1, 6):
+        with tempfile.TemporaryDirectory() as d:
+            open(os.path.join(d, "it"), "w").write(str(it))
+            tune.report({"it": it, "score": it}, checkpoint=tune.Checkpoint.from_directory(d))
+"""
+KILLED_IN_COMPLETE = TRAINABLE + """
+import ray
+from ray.tune.schedulers import ASHAScheduler
+
+class Die(tune.Callback):
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        if os.environ.get("DIE_IN_COMPLETE"):  # pickled with the tuner: not on restore
+            os._exit(3)  # the driver dies while a trial ends (its report going to MLflow)
+
+ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+tune.Tuner(trainable, tune_config=tune.TuneConfig(
+               scheduler=ASHAScheduler(time_attr="it", metric="score", mode="max", max_t=3),
+               num_samples=1),
+           run_config=tune.RunConfig(name="x", storage_path=sys.argv[1], verbose=0,
+                                     checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                                     callbacks=[Die()])).fit()
+"""
+
+
+@pytest.mark.slow
+def test_a_driver_killed_while_a_trial_ends_resumes_it(ray_session, tmp_path):
+    """Ray deletes a trial's previous checkpoint when it registers the next, and saves the state
+    naming it seconds later: the repaired state restores the trial from what is on disk."""
+    import os
+    import subprocess
+    import sys
+
+    from ray import tune
+
+    from study.state import repair_checkpoints
+
+    res = subprocess.run([sys.executable, "-c", KILLED_IN_COMPLETE, str(tmp_path)],
+                         capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "DIE_IN_COMPLETE": "1"})
+    assert res.returncode == 3, res.stderr[-2000:]
+    experiment = tmp_path / "x"
+    state = saved_state(experiment, 1)
+    assert [t.status for t in state.trials] == ["RUNNING"]
+    assert repair_checkpoints(experiment) == [state.trials[0].trial_id]
+    assert repair_checkpoints(experiment) == []  # once is enough
+
+    exec_globals: dict = {}
+    exec(TRAINABLE, exec_globals)
+    results = tune.Tuner.restore(str(experiment), exec_globals["trainable"],
+                                 resume_errored=False).fit()
+    assert not results.errors, results.errors
+    assert saved_state(experiment, 1).complete
