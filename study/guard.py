@@ -19,7 +19,7 @@ RETRY_S = 5.0
 WAIT_ENV = "SLS_TRACKING_WAIT_S"  # how long to wait for a tracking server (default 30 min)
 UNREACHABLE = ("Max retries exceeded", "Connection refused", "Failed to establish",
                "Connection aborted", "Read timed out", "RemoteDisconnected")
-DISK_FULL = ("No space left on device", "database or disk is full")
+DISK_FULL = ("no space left on device", "database or disk is full")
 
 
 def quiet_http_retries() -> None:
@@ -94,13 +94,14 @@ def _is_disk_full(e: BaseException, text: str) -> bool:
         if isinstance(e, OSError) and e.errno == errno.ENOSPC:
             return True
         e = e.__cause__ or e.__context__
-    return any(s in text for s in DISK_FULL)
+    return any(s in text.lower() for s in DISK_FULL)
 
 
 def unreachable(e: BaseException, uri: str) -> stop.StudyStopped | None:
     """A stop for an MLflow call outside ``GuardedClient`` (the end-of-study work) that found
     no server: the record does not say ``completed``, so ``--resume`` does that work again."""
-    if any(s in _chain_text(e) for s in UNREACHABLE):
+    text = _chain_text(e)
+    if "mlflow" in text.lower() and any(s in text for s in UNREACHABLE):
         return stop.StudyStopped(f"MLflow at {uri} does not answer")
     return None
 

@@ -69,15 +69,16 @@ class MlflowTracking(Callback):
         self.runs: dict[str, str] = {}  # trial id -> MLflow run id
         self._client: GuardedClient | None = None
         self._logged: dict[str, int] = {}  # trial id -> last epoch logged, this process
+        self._stop: StudyStopped | None = None  # raised in on_trial_complete, for Ray to let out
 
     def __getstate__(self) -> dict:
         # Tune pickles its callbacks with the study (for --resume); a client is not data, and
         # the steps already logged are read again from MLflow by the resumed driver.
-        return {**self.__dict__, "_client": None, "_logged": {}}
+        return {**self.__dict__, "_client": None, "_logged": {}, "_stop": None}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
-        self._logged = {}
+        self._logged, self._stop = {}, None
 
     @property
     def client(self) -> MlflowClient:
@@ -147,10 +148,10 @@ class MlflowTracking(Callback):
         step = int(result.get("epoch", 0))
         if step <= self.last_logged_step(trial, run_id):
             return  # logged before the driver stopped; the trial resumed from an older state
-        self._logged[trial.trial_id] = step
         metrics = [Metric(k, v, now, step) for k, v in result.get(METRICS, {}).items()]
         metrics += [Metric(k, v, now, step) for k, v in result.get(FINAL, {}).items()]
         self.client.log_batch(run_id, metrics=metrics)
+        self._logged[trial.trial_id] = step
         if DATA in result:
             self._log_dataset(run_id, result[DATA])
         if result.get("diverged"):
@@ -171,6 +172,16 @@ class MlflowTracking(Callback):
             DatasetInput(dataset, tags=[InputTag("mlflow.data.context", "training")])])
 
     def on_trial_complete(self, iteration, trials, trial, **info):
+        # Ray turns an exception raised here into a failure of the trial (and retries it):
+        # a stop is kept and raised again from on_trial_recover / on_trial_error, which Ray lets
+        # through to the driver.
+        try:
+            self._complete(trial)
+        except StudyStopped as e:
+            self._stop = e
+            raise
+
+    def _complete(self, trial) -> None:
         result, run_id = trial.last_result or {}, self.run_id(trial)
         if self.client.get_run(run_id).info.status in ENDED_RUNS:
             pass  # ended before the driver stopped; Ray's saved state had not caught up
@@ -192,13 +203,20 @@ class MlflowTracking(Callback):
         retire_checkpoint(trial.checkpoint, result)
 
     def on_trial_recover(self, iteration, trials, trial, **info):
+        self._raise_stop()
         stop_if_disk_full(trial)
 
     def on_trial_error(self, iteration, trials, trial, **info):
+        self._raise_stop()
         stop_if_disk_full(trial)
         run_id = self.run_id(trial)
         self.client.set_tag(run_id, ERROR, str(trial.error_file or "see Ray's trial log"))
         self.client.set_terminated(run_id, "FAILED")
+
+    def _raise_stop(self) -> None:
+        stop, self._stop = self._stop, None
+        if stop is not None:
+            raise stop
 
     def drop_weights_beyond_best(self) -> None:
         """Delete the encoder of every finished trial outside the ``keep_weights`` best (by
@@ -236,7 +254,7 @@ def stop_if_disk_full(trial) -> None:
         text = Path(error_file).read_text() if error_file else ""
     except OSError:
         text = ""
-    if "No space left on device" in text or shutil.disk_usage(path).free < DISK_FLOOR:
+    if "no space left on device" in text.lower() or shutil.disk_usage(path).free < DISK_FLOOR:
         raise StudyStopped(f"no space left on device under {path} (trial {trial.trial_id} "
                            f"was writing its checkpoint); free space there")
 

@@ -99,10 +99,21 @@ def main(argv: list[str] | None = None) -> int:
             raise  # bad input: one line from study._cli.run
         except Exception as e:  # Ray Tune wraps what a callback raised in its own errors
             stopped = stop.stopped_by(e, store.root) or guard.unreachable(e, store.tracking_uri)
-            if stopped is None:
-                raise
+            if stopped is None:  # anything else: one line here, the traceback in the log file
+                stopped = stop.StudyStopped(failure_line(e, store.log_file(plan.study)))
             return lifecycle.stopped(store, plan, stopped.reason,
                                      code=130 if stopped.interrupted else 1)
+
+
+def failure_line(e: BaseException, log_file: Path) -> str:
+    """``failed: <error's first line> (traceback in <log file>)``, the traceback written there."""
+    import traceback
+
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "a") as f:
+        f.write("".join(traceback.format_exception(e)))
+    first = (str(e).strip().splitlines() or [""])[0][:200]
+    return f"failed: {type(e).__name__}: {first} (traceback in {log_file})"
 
 
 if __name__ == "__main__":

@@ -192,3 +192,34 @@ def test_a_driver_killed_while_a_trial_ends_resumes_it(ray_session, tmp_path):
                                  resume_errored=False).fit()
     assert not results.errors, results.errors
     assert saved_state(experiment, 1).complete
+
+
+def test_any_other_failure_is_one_line_with_its_traceback_in_the_log(tmp_path):
+    from study.tune import failure_line
+
+    try:
+        raise RuntimeError("database disk image is malformed\nmore detail")
+    except RuntimeError as e:
+        line = failure_line(e, tmp_path / "logs" / "s.log")
+    assert line == (f"failed: RuntimeError: database disk image is malformed "
+                    f"(traceback in {tmp_path / 'logs' / 's.log'})")
+    assert "Traceback (most recent call last)" in (tmp_path / "logs" / "s.log").read_text()
+
+
+def test_a_stop_in_on_trial_complete_reaches_the_driver_through_the_next_failure_hook():
+    """Ray turns what on_trial_complete raises into a trial failure and calls on_trial_recover
+    (or on_trial_error), which it lets through: the stop is raised again there."""
+    from study.tracking import MlflowTracking
+
+    tracking = MlflowTracking.__new__(MlflowTracking)
+    tracking._stop = None
+
+    def complete(trial):
+        raise stop.StudyStopped("no space left on device while MLflow wrote")
+
+    tracking._complete = complete
+    with pytest.raises(stop.StudyStopped):
+        tracking.on_trial_complete(0, [], object())
+    with pytest.raises(stop.StudyStopped, match="no space left"):
+        tracking.on_trial_recover(0, [], object())
+    tracking._raise_stop()  # raised once: nothing left
