@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -79,17 +80,25 @@ class Study:
 
     def watch(self, proc, until, timeout: float = TIMEOUT) -> None:
         """Read the console until ``until(lines)`` holds."""
-        deadline = time.time() + timeout
-        for line in proc.stdout:
-            proc.lines.append(line)
-            if until(proc.lines):
-                return
-            assert time.time() < deadline, "".join(proc.lines)[-3000:]
-        raise AssertionError("the study ended before the moment to stop it:\n"
+        # A study that goes silent is killed at the deadline, which ends the loop below.
+        timer = threading.Timer(timeout, lambda: _kill_group(proc))
+        timer.start()
+        try:
+            for line in proc.stdout:
+                proc.lines.append(line)
+                if until(proc.lines):
+                    return
+        finally:
+            timer.cancel()
+        raise AssertionError("the study ended (or went silent) before the moment to stop it:\n"
                              + "".join(proc.lines)[-3000:])
 
     def end(self, proc, timeout: float = TIMEOUT) -> tuple[int, str]:
-        rest = proc.communicate(timeout=timeout)[0]
+        try:
+            rest = proc.communicate(timeout=timeout)[0]
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            raise
         console = "".join(proc.lines) + rest
         self.consoles.append(console)
         assert "Traceback" not in console, console[-4000:]
@@ -106,6 +115,13 @@ class Study:
                 return console
             assert code == 130, console[-3000:]
         raise AssertionError(f"not complete after {tries} resumes")
+
+
+def _kill_group(proc) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def signal_group(proc, sig) -> None:
@@ -142,7 +158,7 @@ def check_complete(study: Study) -> None:
                 or (r.info.status == "FAILED" and ("diverged" in tags or "error" in tags))), tags
         steps = [m.step for m in client.get_metric_history(r.info.run_id, "epoch_seconds")]
         assert len(steps) == len(set(steps)), f"an epoch logged twice: {steps}"
-        last = EPOCHS if r.info.status == "FINISHED" else max(steps)
+        last = EPOCHS if r.info.status == "FINISHED" else max(steps, default=0)
         assert sorted(steps) == list(range(1, last + 1)), steps
         if r.info.status == "FINISHED":
             assert "linear_val_acc" in r.data.metrics
