@@ -20,8 +20,6 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from study._cli import log
-
 
 class StudyStopped(Exception):
     """The study cannot go on now but can be resumed: ``reason`` is one line for the user."""
@@ -45,8 +43,10 @@ class _Stop:
             self.deferred = True
             return
         if self.presses == 1 and self.in_tune and callable(signal.getsignal(signal.SIGUSR1)):
-            log("stopping: the running trials keep their last checkpoint, Ray Tune saves the "
-                "study's state (Ctrl-C again to stop at once)")
+            # os.write, not print: a handler that writes through sys.stderr while the main
+            # thread is inside a write to it raises "reentrant call".
+            os.write(2, b"stopping: the running trials keep their last checkpoint, Ray Tune "
+                        b"saves the study's state (Ctrl-C again to stop at once)\n")
             os.kill(os.getpid(), signal.SIGUSR1)  # Tune's experiment_interrupted_event
             return
         raise KeyboardInterrupt
@@ -81,7 +81,8 @@ def tune_running() -> Iterator[None]:
     """Around ``Tuner.fit()``: a first Ctrl-C asks Tune to stop rather than raising."""
     # Tune installs its SIGUSR1 handler when its loop starts and never removes it: one left
     # by an earlier study of this process would swallow the request.
-    signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGUSR1, signal.SIG_DFL)
     _STOP.in_tune = True
     try:
         yield
