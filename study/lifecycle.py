@@ -52,7 +52,8 @@ def run(store: Store, plan: Plan, resume: bool, address: str | None = None,
         if started_ray:
             import ray
 
-            ray.shutdown()
+            with stop.shielded():
+                ray.shutdown()
 
 
 def _run_trials(store: Store, plan: Plan, space: SearchSpace, resume: bool,
@@ -147,7 +148,8 @@ def close_leftovers(store: Store, plan: Plan) -> None:
             study = None
         running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)) \
             if study is not None else []
-        for t in running:
+        for t in running:  # FAIL is Optuna's only end for a trial that never reported
+            storage.set_trial_user_attr(t._trial_id, records.LOST, LOST)
             storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
         failed = len(running)
     if lost or failed:

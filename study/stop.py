@@ -119,3 +119,15 @@ def stopped_by(e: BaseException, store_root) -> StudyStopped | None:
                 or "No space left on device" in str(x):
             return StudyStopped(f"no space left on device under {store_root}; free space there")
     return None
+
+
+@contextmanager
+def shielded() -> Iterator[None]:
+    """A block a Ctrl-C must not cut (Ray's shutdown: interrupted half-way, its C++ core ends
+    the process with status 1): presses are counted, not raised."""
+    before = _STOP.deferring
+    _STOP.deferring = True
+    try:
+        yield
+    finally:
+        _STOP.deferring = before

@@ -173,6 +173,8 @@ def test_leftovers_of_a_killed_driver_are_closed(tmp_path):
     assert client.get_run(other).info.status == "RUNNING"  # another study's: untouched
     assert client.get_run(parent).info.status == "RUNNING"  # the summary closes the parent
     assert _optuna_states(store, "s") == ["FAIL", "COMPLETE"]
+    trials = optuna.load_study(study_name="digits/s", storage=store.optuna_url).trials
+    assert trials[0].user_attrs["lost"] == LOST and "lost" not in trials[1].user_attrs
 
 
 @pytest.mark.slow

@@ -1,0 +1,302 @@
+"""A study read back from the store, and the numbers each table and figure of its report shows.
+
+Everything here reads (MLflow, Optuna) or computes, and nothing formats or draws: the tables
+(``tables``) and the figures (``figures``) take what these functions gather, so that what a report
+says can be checked on made-up trials, without a store or a plot. Trials are ranked on validation
+accuracy only (``study.records.ranked``); test accuracy is carried along, never used to choose.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from study.paper import PAPER_T, PaperCell, paper_cell
+from study.pareto import Point, finished_points, front
+from study.records import TrialRecord as Trial
+from study.records import ranked, read_trials
+from study.store import Store
+from trainables.errors import ConfigError
+
+MIN_IMPORTANCE_TRIALS = 4  # with fewer, fANOVA returns equal shares
+
+# A run's kept ratios (Fig. 5): {"kept_pos": {block: [(epoch, fraction), ...]}, "kept_neg": ...}
+Kept = dict[str, dict[int, list[tuple[int, float]]]]
+
+
+@dataclass
+class StudyRecord:
+    name: str
+    dataset: str
+    kind: str  # grid, rerun or search
+    grid: str
+    parent_run_id: str
+    experiment_id: str
+    trials: list[Trial]
+    plan: dict = field(default_factory=dict)
+
+    @property
+    def finished(self) -> list[Trial]:
+        return ranked([t for t in self.trials if t.finished])
+
+
+def load_study(store: Store, study: str) -> StudyRecord:
+    """The study's plan and every trial run of it; one line when there is nothing to report."""
+    plan = store.load_study(study)  # names the known studies when ``study`` is not one
+    trials = read_trials(store, plan["dataset"], study)
+    kind = "grid" if plan.get("grid") else "rerun" if plan.get("config_file") else "search"
+    record = StudyRecord(study, plan["dataset"], kind, plan.get("grid", ""),
+                         plan["parent_run_id"], plan["experiment_id"],
+                         sorted(trials, key=lambda t: t.trial_id), plan)
+    if not record.finished:
+        states = Counter(t.state for t in trials)
+        raise ConfigError(
+            f"study {study!r} has no finished trial to report yet "
+            f"({', '.join(f'{n} {s}' for s, n in states.items()) or 'no trial started'}); "
+            f"run the report again once one has finished"
+        )
+    return record
+
+
+def t_text(T) -> str:
+    """A threshold as the report writes it: ``none`` for Eq. (1)."""
+    return "none" if T is None else T if isinstance(T, str) else f"{T:.3g}"
+
+
+# What the tables show
+
+
+@dataclass
+class Cell:
+    """A grid cell (or re-run point): what its seeds share."""
+
+    name: str
+    finished: list[Trial]  # in the order the trials were made
+    trials: int  # every trial of the cell, finished or not
+    paper: PaperCell | None  # the paper's figure for it, where the paper reports one
+
+
+def cells(record: StudyRecord) -> list[Cell]:
+    """Every cell, in the order the trials were made, with its finished trials."""
+    first: dict[str, Trial] = {}
+    for t in record.trials:
+        first.setdefault(t.cell, t)
+    every = Counter(t.cell for t in record.trials)
+    return [Cell(name, [t for t in record.trials if t.cell == name and t.finished], every[name],
+                 paper_cell(record.dataset, p.K, p.threshold, p.params.get("subsample", "both"),
+                            p.params.get("tau", 0.5)))
+            for name, p in first.items()]
+
+
+def paired_gains(record: StudyRecord) -> list[tuple[tuple, list[float]]]:
+    """Per (K, T, subsample, tau) with a T: each seed's linear test accuracy minus that of the
+    Eq. (1) trial of the same K, tau and seed (both pair kinds, else the same subsample), by K
+    then T; a key without an Eq. (1) trial is left out."""
+    by: dict[tuple, dict[int, float]] = {}
+    for t in record.finished:
+        p = t.params
+        key = (t.K, t.threshold, p.get("subsample", "both"), p.get("tau"))
+        by.setdefault(key, {})[p.get("seed", 0)] = t.metrics["linear_test_acc"]
+    out = []
+    for (K, T, sub, tau), accs in sorted(by.items(), key=lambda kv: _order(kv[0])):
+        none = by.get((K, None, "both", tau)) or by.get((K, None, sub, tau))
+        if T is None or not none:
+            continue
+        seeds = sorted(set(accs) & set(none))
+        out.append(((K, T, sub, tau), [accs[s] - none[s] for s in seeds]))
+    return out
+
+
+def _order(key: tuple) -> tuple:
+    K, T, sub, tau = key
+    return (K, -2 if T is None else T, sub, tau or 0)
+
+
+def paper_gain(dataset: str, K: int, T: float, sub: str, tau: float) -> float | None:
+    """The paper's own gain of Eq. (5) over Eq. (1) in points of %, where it reports both."""
+    ours, simclr = paper_cell(dataset, K, T, sub, tau), paper_cell(dataset, K, None)
+    return ours.accuracy - simclr.accuracy if ours and simclr else None
+
+
+def best_per_K(record: StudyRecord) -> list[Trial]:
+    """The best finished trial of each K (on validation accuracy), by K."""
+    best: dict[int, Trial] = {}
+    for t in record.finished:  # best first
+        best.setdefault(t.K, t)
+    return [best[K] for K in sorted(best)]
+
+
+# What the figures show
+
+
+@dataclass
+class ThresholdPoints:
+    """Every trial's value of one metric against T (the landscape), by K and by fate."""
+
+    Ks: list[int]  # every K of the study, each its colour
+    points: dict[tuple[int, str], list[tuple[float, float]]]  # (K, state) -> [(T, value)]
+    left: float  # where T = none (Eq. (1)) stands: left of every T
+    has_none: bool  # a trial ran Eq. (1)
+    paper_T: float | None  # the paper's T for the data set
+
+
+def threshold_points(record: StudyRecord, metric: str) -> ThresholdPoints:
+    """Every trial's ``metric`` against its T (Eq. (1) at the left edge), whatever its fate."""
+    trials = record.trials
+    left = min([t.threshold for t in trials if t.threshold is not None] or [0]) - 0.15
+    points: dict[tuple[int, str], list[tuple[float, float]]] = {}
+    for t in trials:
+        if t.metrics.get(metric) is not None:
+            x = left if t.threshold is None else t.threshold
+            points.setdefault((t.K, t.state), []).append((x, t.metrics[metric]))
+    return ThresholdPoints(sorted({t.K for t in trials}), points, left,
+                           any(t.threshold is None for t in trials),
+                           PAPER_T.get(record.dataset))
+
+
+def tau_points(record: StudyRecord) -> dict[str, list[tuple[float, float]]]:
+    """By fate: each trial's (tau, kNN validation accuracy), the objective of a search."""
+    points: dict[str, list[tuple[float, float]]] = {}
+    for t in record.trials:
+        if "knn_val_acc" in t.metrics:
+            points.setdefault(t.state, []).append((t.params.get("tau", 0.5),
+                                                   t.metrics["knn_val_acc"]))
+    return points
+
+
+@dataclass
+class Front:
+    """A multi-objective study's finished trials as its Pareto front sees them."""
+
+    objectives: list  # [metric, mode] pairs
+    points: list[Point]  # every finished trial with all its objectives' values
+    members: list[Point]  # the front
+    marked: list[Point]  # those that ran the space's first point (the paper's configuration)
+
+
+def pareto_front(record: StudyRecord) -> Front | None:
+    """The front of a multi-objective study; None while no finished trial reports every
+    objective."""
+    from study.space import load_space
+
+    objectives = record.plan["objectives"]
+    points = finished_points(record.trials, objectives)
+    if not points:
+        return None
+    first = {}
+    try:
+        space = load_space(record.plan["space_file"])
+        first = dict(space.points_to_evaluate[0]) if space.points_to_evaluate else {}
+    except ConfigError:
+        pass
+    marked = [p for p in points
+              if first and all(_same(p.params.get(k), v) for k, v in first.items())]
+    return Front(objectives, points, front(points, objectives), marked)
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return abs(a - b) < 1e-9
+    return a == b
+
+
+@dataclass
+class OptunaResult:
+    """A search's Optuna study as the report shows it: the history and the parameter importances
+    of its objective (with several, of the first)."""
+
+    metric: str
+    maximize: bool
+    values: list[tuple[int, float]]  # (Optuna trial number, value) of each completed trial
+    completed: int  # finished and diverged trials (at 0); those stopped early are PRUNED
+    importances: dict[str, float] | None = None  # None: too few trials, or Optuna could not
+    importance_error: str | None = None  # why Optuna could not
+
+
+def optuna_result(store: Store, record: StudyRecord) -> OptunaResult | None:
+    """None where the store has no Optuna study of ``record``."""
+    import optuna
+
+    try:
+        study = optuna.load_study(study_name=f"{record.dataset}/{record.name}",
+                                  storage=store.optuna_url)
+    except KeyError:
+        return None
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    result = OptunaResult(record.plan.get("objectives", [["knn_val_acc", "max"]])[0][0],
+                          study.directions[0] == optuna.study.StudyDirection.MAXIMIZE,
+                          [(t.number, t.values[0]) for t in done if t.values], len(done))
+    if len(done) >= MIN_IMPORTANCE_TRIALS:
+        try:
+            result.importances = optuna.importance.get_param_importances(
+                study, target=(lambda t: t.values[0]) if len(study.directions) > 1 else None)
+        except (RuntimeError, ValueError) as e:
+            result.importance_error = str(e)
+    return result
+
+
+def compared_trials(record: StudyRecord) -> dict[str, Trial]:
+    """The best trial, and the best trial of the same K on the other side of T = none. In a
+    grid, the best of its deepest split: the paper draws these figures at its deepest K."""
+    pool = record.finished
+    if record.kind in ("grid", "rerun"):
+        deepest = max(t.K for t in pool)
+        pool = [t for t in pool if t.K == deepest]
+    best = pool[0]
+    peers = [t for t in pool if t.K == best.K and t is not best
+             and (t.threshold is None) != (best.threshold is None)]
+    out = {f"best: {_label(best)}": best}
+    if peers:
+        out[f"{'T = none' if peers[0].threshold is None else 'best with T'}: "
+            f"{_label(peers[0])}"] = peers[0]
+    return out
+
+
+def _label(t: Trial) -> str:
+    return f"K={t.K} T={t_text(t.threshold)} seed={t.params.get('seed', 0)} ({t.trial_id})"
+
+
+def kept_series(client, runs: dict[str, Trial]) -> dict[str, Kept]:
+    """Fig. 5: each compared trial's kept ratios per block over epochs, from its metric history,
+    by the label's first part; Eq. (1) keeps every pair, and a trial with no history is left out.
+    """
+    kept = {}
+    for label, t in runs.items():
+        if t.threshold is None:
+            continue
+        series = {kind: {k: sorted((int(m.step), m.value) for m in
+                                   client.get_metric_history(t.run_id, f"{kind}_block{k}"))
+                         for k in range(1, t.K + 1)}
+                  for kind in ("kept_pos", "kept_neg")}
+        if any(any(blocks.values()) for blocks in series.values()):
+            kept[label.split(":")[0]] = series
+    return kept
+
+
+def read_spectra(client, runs: dict[str, Trial]
+                 ) -> tuple[dict[str, list[np.ndarray]], list[tuple[str, str]]]:
+    """Fig. 1b: each compared trial's spectra per block, from its artifacts; and the (trial id,
+    error) of those that could not be read."""
+    spectra, missing = {}, []
+    with tempfile.TemporaryDirectory() as d:
+        for label, t in runs.items():
+            try:
+                path = Path(client.download_artifacts(t.run_id, "spectra", d + "/" + t.run_id))
+            except Exception as e:  # noqa: BLE001 - an artifact store can fail many ways
+                missing.append((t.trial_id, type(e).__name__))
+                continue
+            spectra[label] = [np.load(path / f"block_{k}.npy") for k in range(1, t.K + 1)
+                              if (path / f"block_{k}.npy").exists()]
+    return spectra, missing
+
+
+def probe_series(runs: dict[str, Trial]) -> dict[str, list[float]]:
+    """Fig. 2: each compared trial's probe test accuracy per block, where it has all K."""
+    return {label.split(":")[0]: [t.metrics[f"probe_test_acc_block{k}"]
+                                  for k in range(1, t.K + 1)]
+            for label, t in runs.items()
+            if all(f"probe_test_acc_block{k}" in t.metrics for k in range(1, t.K + 1))}

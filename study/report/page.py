@@ -1,0 +1,159 @@
+"""The report's page: one self-contained HTML file (figures embedded, no network: it opens from
+disk), and its copy in the study's parent run, where the MLflow UI's artifact viewer shows it.
+
+Puts together what ``data`` gathered, ``tables`` wrote and ``figures`` drew, section by section:
+a grid's cells or a search's landscape, the paper's figures for the best trial, every trial.
+"""
+
+from __future__ import annotations
+
+import html
+import time
+from pathlib import Path
+
+from study.report import data, figures
+from study.report.data import MIN_IMPORTANCE_TRIALS, StudyRecord
+from study.report.tables import (
+    Table,
+    best_per_K_table,
+    front_table,
+    gain_table,
+    grid_table,
+    importance_table,
+    trials_table,
+)
+from study.store import Store
+
+REPORT_FILE = "report.html"
+ARTIFACT_DIR = "report"
+
+STYLE = """
+body { font-family: sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
+table { border-collapse: collapse; margin: 0.5em 0; font-size: 13px; }
+th, td { border: 1px solid #bbb; padding: 3px 7px; text-align: right; }
+th { background: #eee; } td:first-child { text-align: left; }
+.note { color: #555; font-size: 12px; } img { max-width: 100%; }
+"""
+
+
+def front_parts(record: StudyRecord) -> tuple[list[str], list[Table]]:
+    """The Pareto front of a multi-objective study: its figure and its table."""
+    front = data.pareto_front(record)
+    if front is None:
+        return ["<p>No finished trial reports every objective yet.</p>"], []
+    table = front_table(front)
+    parts = ['<h3 id="front">Accuracy against parallel cost</h3>', figures.fig_front(front),
+             table.html()]
+    return parts, [table]
+
+
+def optuna_parts(store: Store, record: StudyRecord) -> tuple[list[str], list[Table]]:
+    """Optuna's optimisation history and parameter importances of a search."""
+    result = data.optuna_result(store, record)
+    if result is None:
+        return [f"<p>No Optuna study {record.dataset}/{record.name} in the store.</p>"], []
+    parts, tables = [], []
+    first = result.metric
+    if result.values:
+        parts += [f"<h3>Optimisation history ({html.escape(first)})</h3>",
+                  figures.fig_history(result.values, first, result.maximize)]
+    if result.completed < MIN_IMPORTANCE_TRIALS:
+        parts.append(f"<p>Parameter importances need at least {MIN_IMPORTANCE_TRIALS} completed "
+                     f"trials; Optuna has {result.completed}.</p>")
+    elif result.importances is None:
+        parts.append(f"<p>No parameter importances: "
+                     f"{html.escape(' '.join(result.importance_error.split()))}.</p>")
+    else:
+        parts += ["<h3>Parameter importances (optuna.importance, fANOVA)</h3>",
+                  figures.fig_importances(result.importances),
+                  f'<p class="note">For {html.escape(first)} over Optuna\'s completed trials: '
+                  'the finished ones and the diverged ones (at 0); trials stopped early are '
+                  'PRUNED and left out.</p>']
+        tables.append(importance_table(result.importances))
+    return parts, tables
+
+
+def paper_figures(store: Store, record: StudyRecord) -> list[str]:
+    """Fig. 5, 1b and 2 for the compared trials, from their metric histories and artifacts."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(store.tracking_uri)
+    runs = data.compared_trials(record)
+    parts = [f"<p>{html.escape(' against '.join(runs))}</p>"]
+    kept = data.kept_series(client, runs)
+    if kept:
+        parts += ["<h3>Pairs kept per block over training (Fig. 5)</h3>", figures.fig_kept(kept)]
+    spectra, missing = data.read_spectra(client, runs)
+    parts += [f"<p>spectra of {html.escape(trial_id)} unavailable: {html.escape(error)}</p>"
+              for trial_id, error in missing]
+    if spectra:
+        parts += ["<h3>Spectra of each block's representation (Fig. 1b)</h3>",
+                  figures.fig_spectra(spectra)]
+    probes = data.probe_series(runs)
+    if probes:
+        parts += ["<h3>Linear probes per block (Fig. 2)</h3>", figures.fig_probes(probes)]
+    return parts
+
+
+def build(store: Store, record: StudyRecord) -> tuple[str, list[Table]]:
+    """The report's HTML and the tables it shows (printed to the terminal too)."""
+    tables: list[Table] = []
+    sections: list[str] = []
+    if record.kind in ("grid", "rerun"):
+        tables.append(grid_table(record))
+        gain = gain_table(record)
+        if gain is not None:
+            tables.append(gain)
+        sections.append('<h2 id="grid">Cells over seeds</h2>'
+                        + "".join(t.html() for t in tables))
+        if len({t.threshold for t in record.trials}) > 2:
+            sections.append(figures.fig_accuracy_vs_threshold(
+                data.threshold_points(record, "linear_test_acc"), "linear test"))
+    else:
+        best = best_per_K_table(record)
+        tables.append(best)
+        sections.append('<h2 id="search">Search</h2>' + best.html())
+        sections.append("<h3>The T landscape</h3>"
+                        + figures.fig_accuracy_vs_threshold(
+                            data.threshold_points(record, "knn_val_acc"), "kNN val (objective)")
+                        + figures.fig_tau(data.tau_points(record)))
+        if len(record.plan.get("objectives") or []) > 1:
+            parts, extra = front_parts(record)
+            tables += extra
+            sections.append("".join(parts))
+        parts, extra = optuna_parts(store, record)
+        tables += extra
+        sections.append("".join(parts))
+    sections.append('<h2 id="figures">The paper\'s figures for the best trial</h2>'
+                    + "".join(paper_figures(store, record)))
+    every = trials_table(record)
+    tables.append(every)
+    sections.append('<h2 id="trials">Trials</h2>' + every.html())
+    p = record.plan
+    head = (f"{record.kind} study of {record.dataset}"
+            + (f", grid {record.grid}" if record.grid else "")
+            + f", budget {p.get('budget')}: {len(record.trials)} trial(s) of {p.get('trials')}, "
+            f"{p.get('epochs') or 'their own'} epochs, seeds from {p.get('seed')}"
+            + (f" x {p.get('seeds')}" if record.kind != "search" else ""))
+    page = (f"<!DOCTYPE html><html><head><meta charset=\"utf-8\">"
+            f"<title>{html.escape(record.name)}</title><style>{STYLE}</style></head><body>"
+            f"<h1>{html.escape(record.name)}</h1><p>{html.escape(head)}. MLflow parent run "
+            f"{record.parent_run_id}; written {time.strftime('%Y-%m-%d %H:%M')} from the store, "
+            f"nothing re-trained. Chosen on validation accuracy; test accuracy reported only."
+            f"</p>{''.join(sections)}</body></html>")
+    return page, tables
+
+
+def write(page: str, out: Path) -> Path:
+    """``page`` as ``out/report.html`` (``out`` made where it is missing)."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / REPORT_FILE
+    path.write_text(page)
+    return path
+
+
+def log_to_parent_run(store: Store, record: StudyRecord, path: Path) -> None:
+    """The report file into the study's parent run, as ``report/report.html``."""
+    from mlflow.tracking import MlflowClient
+
+    MlflowClient(store.tracking_uri).log_artifact(record.parent_run_id, str(path), ARTIFACT_DIR)

@@ -1,0 +1,221 @@
+"""The report's tables: each a title, headers and rows of text, printed to the terminal and shown
+in the page alike.
+
+Builders take a ``StudyRecord`` (or what ``data`` gathered from the store) and only format:
+accuracies in %, like the paper, costs with SI prefixes; a cell's seeds as mean ± sample std.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import statistics
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from study.paper import PAPER_T, PaperCell
+from study.records import TrialRecord as Trial
+from study.records import ranked
+from study.report.data import (
+    Front,
+    StudyRecord,
+    best_per_K,
+    cells,
+    paired_gains,
+    paper_gain,
+    t_text,
+)
+
+
+@dataclass
+class Stat:
+    mean: float
+    std: float | None  # sample std; None with one value
+    n: int
+
+    @classmethod
+    def of(cls, values: list[float]) -> Stat | None:
+        values = [v for v in values if v is not None and math.isfinite(v)]
+        if not values:
+            return None
+        std = statistics.stdev(values) if len(values) > 1 else None
+        return cls(statistics.fmean(values), std, len(values))
+
+
+@dataclass
+class Column:
+    key: str  # a metric name, or a Trial property through ``get``
+    title: str
+    fmt: Callable[[float], str]
+    get: Callable[[Trial], float | None] | None = None
+
+    def value(self, t: Trial) -> float | None:
+        return self.get(t) if self.get else t.metrics.get(self.key)
+
+
+def _pct(v: float) -> str:
+    return f"{100 * v:.1f}"
+
+
+def _pct_std(v: float) -> str:
+    return f"{100 * v:.2f}"
+
+
+def _si(v: float) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(v) >= scale:
+            return f"{v / scale:.3g} {unit}"
+    return f"{v:.3g}"
+
+
+def _gb(v: float) -> str:
+    return f"{v / 1e9:.2f} GB"
+
+
+GRID_COLUMNS = [
+    Column("linear_test_acc", "linear test %", _pct),
+    Column("linear_val_acc", "linear val %", _pct),
+    Column("knn_val_acc", "kNN val %", _pct),
+    Column("last_block_rank", "eff. rank (last block)", lambda v: f"{v:.1f}",
+           get=lambda t: t.last_block_rank),
+    Column("max_block_macs", "max block MACs", _si),
+    Column("max_block_head_macs", "max block+head MACs", _si),
+    Column("peak_memory_bytes", "peak memory", _gb),
+]
+
+
+def _stat_text(stat: Stat | None, col: Column) -> str:
+    if stat is None:
+        return "-"
+    if stat.std is None:
+        return col.fmt(stat.mean)
+    if col.fmt in (_pct,):
+        return f"{_pct(stat.mean)} ± {_pct_std(stat.std)}"
+    if stat.std == 0:  # MACs are the same for every seed
+        return col.fmt(stat.mean)
+    return f"{col.fmt(stat.mean)} ± {col.fmt(stat.std)}"
+
+
+def _paper_text(p: PaperCell | None, what: str) -> str:
+    if p is None:
+        return "-"
+    if what == "accuracy":
+        return f"{p.accuracy:.1f}" + (f" ± {p.std:.1f}" if p.std is not None else "")
+    if what == "macs":
+        return _si(p.max_block_macs) if p.max_block_macs else "-"
+    return f"{p.memory_gb:.1f} GB" if p.memory_gb else "-"
+
+
+@dataclass
+class Table:
+    title: str
+    headers: list[str]
+    rows: list[list[str]]
+    note: str = ""
+
+    def text(self) -> str:
+        widths = [max(len(h), *(len(r[i]) for r in self.rows)) if self.rows else len(h)
+                  for i, h in enumerate(self.headers)]
+        line = lambda cells: "  ".join(c.rjust(w) for c, w in zip(cells, widths))  # noqa: E731
+        out = [self.title, line(self.headers), *(line(r) for r in self.rows)]
+        return "\n".join(out + ([self.note] if self.note else []))
+
+    def html(self) -> str:
+        head = "".join(f"<th>{html.escape(h)}</th>" for h in self.headers)
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>"
+                       for r in self.rows)
+        note = f'<p class="note">{html.escape(self.note)}</p>' if self.note else ""
+        return (f"<h3>{html.escape(self.title)}</h3><table><thead><tr>{head}</tr></thead>"
+                f"<tbody>{body}</tbody></table>{note}")
+
+
+def grid_table(record: StudyRecord) -> Table:
+    """One row per cell: mean +- std over its finished seeds, the paper's figure beside."""
+    columns = [c for c in GRID_COLUMNS
+               if any(c.value(t) is not None for t in record.finished)]
+    headers = ["cell", "seeds", *(c.title for c in columns),
+               "paper test %", "paper max block MACs", "paper memory"]
+    rows = []
+    for cell in cells(record):
+        stats = [_stat_text(Stat.of([c.value(t) for t in cell.finished]), c) for c in columns]
+        rows.append([cell.name, f"{len(cell.finished)}/{cell.trials}", *stats,
+                     _paper_text(cell.paper, "accuracy"), _paper_text(cell.paper, "macs"),
+                     _paper_text(cell.paper, "memory")])
+    return Table(
+        f"Cells of {record.grid or 'the re-run'}: mean ± std over seeds (finished/all)",
+        headers, rows,
+        "The paper's figures (Table 1: CIFAR-10, STL-10; Table 2: Fashion-MNIST) stand beside "
+        "the cells they report: Eq. (1), or Eq. (5) at the paper's T with both pair kinds, "
+        "tau 0.5, at the paper's full budget. Max block MACs count the block alone, as Table 1.",
+    )
+
+
+def gain_table(record: StudyRecord) -> Table | None:
+    """Per K and T: test accuracy of Eq. (5) minus that of Eq. (1), paired by seed."""
+    rows = []
+    for (K, T, sub, tau), gains in paired_gains(record):
+        stat = Stat.of(gains)
+        if stat is None:
+            continue
+        paper = paper_gain(record.dataset, K, T, sub, tau)
+        rows.append([str(K), f"{T:g}", sub, f"{tau:g}", str(stat.n),
+                     f"{100 * stat.mean:+.2f}" + (f" ± {100 * stat.std:.2f}"
+                                                   if stat.std is not None else ""),
+                     "-" if paper is None else f"{paper:+.1f}"])
+    if not rows:
+        return None
+    return Table("Gain of T over Eq. (1) in linear test accuracy (points of %), paired by seed",
+                 ["K", "T", "subsample", "tau", "seeds", "gain", "paper"], rows,
+                 "Each seed's Eq. (5) trial minus the Eq. (1) trial of the same K, tau and seed.")
+
+
+def best_per_K_table(record: StudyRecord) -> Table:
+    rows = []
+    for t in best_per_K(record):
+        m = t.metrics
+        rows.append([str(t.K), t_text(t.threshold),
+                     f"{t.params.get('threshold_slope', 0.0):.3g}",
+                     f"{t.params.get('tau', 0.5):.3g}", t.params.get("head", "paper"),
+                     t.params.get("subsample", "both"), _pct(m["linear_val_acc"]),
+                     _pct(m.get("knn_val_acc", math.nan)), _pct(m["linear_test_acc"]),
+                     t_text(PAPER_T.get(record.dataset, "-")), t.trial_id])
+    return Table("Best T per K (chosen on validation accuracy)",
+                 ["K", "T", "T slope", "tau", "head", "subsample", "linear val %", "kNN val %",
+                  "linear test %", "paper T", "trial"], rows)
+
+
+def trials_table(record: StudyRecord) -> Table:
+    rows = [[t.trial_id, str(t.K), t_text(t.threshold), f"{t.params.get('tau', 0.5):.3g}",
+             t.params.get("subsample", "both"), str(t.params.get("seed", 0)),
+             _pct(t.metrics["knn_val_acc"]) if "knn_val_acc" in t.metrics else "-",
+             _pct(t.metrics["linear_val_acc"]) if "linear_val_acc" in t.metrics else "-",
+             str(t.epochs or "-"), t.state]
+            for t in ranked(record.trials)]
+    states = Counter(t.state for t in record.trials)
+    return Table("Every trial, best first by validation accuracy",
+                 ["trial", "K", "T", "tau", "subsample", "seed", "kNN val %", "linear val %",
+                  "epochs", "state"], rows,
+                 ", ".join(f"{n} {s}" for s, n in states.items()))
+
+
+def front_table(front: Front) -> Table:
+    """The Pareto front's members, in ascending order of the last objective (the cost)."""
+    names = [m for m, _ in front.objectives]
+    return Table(
+        f"Pareto front over {', '.join(f'{m} ({mode})' for m, mode in front.objectives)}: "
+        f"{len(front.members)} of {len(front.points)} finished trials",
+        ["trial", "K", "head", "T", "slope", "tau", *names],
+        [[p.trial_id, str(p.params.get("K")), str(p.params.get("head", "paper")),
+          t_text(p.params.get("threshold")), f"{p.params.get('threshold_slope', 0):.3g}",
+          f"{p.params.get('tau', 0.5):.3g}",
+          *(_pct(p.values[n]) if n.endswith("_acc") else _si(p.values[n]) for n in names)]
+         for p in sorted(front.members, key=lambda p: p.values[names[-1]])],
+        "Stopped-early and diverged trials never enter the front."
+        + ("" if front.marked else " No finished trial ran the space's first point (the paper's)."),
+    )
+
+
+def importance_table(importances: dict[str, float]) -> Table:
+    return Table("Parameter importances", ["parameter", "importance"],
+                 [[k, f"{v:.3f}"] for k, v in importances.items()])
