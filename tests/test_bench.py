@@ -6,20 +6,21 @@ import time
 import pytest
 import torch
 
-from study.bench import bench_subsample, bench_tune, common_rate, main
+from study.bench import bench_tune, common_rate, main
+from study.measure import bench_subsample
 
 
 def test_subsample_overhead_sees_a_slowdown_injected_into_eq5(monkeypatch):
-    import study.bench as bench
+    import study.measure as measure
 
-    real = bench.contrastive_loss
+    real = measure.contrastive_loss
 
     def eq5_slower_by_20_ms(z, tau, threshold=None, *args, **kwargs):
         if threshold is not None:
             time.sleep(0.02)
         return real(z, tau, threshold, *args, **kwargs)
 
-    monkeypatch.setattr(bench, "contrastive_loss", eq5_slower_by_20_ms)
+    monkeypatch.setattr(measure, "contrastive_loss", eq5_slower_by_20_ms)
     out = bench_subsample(torch.device("cpu"), repeats=5, batch=64)
     # The sleep puts at least 20 ms on Eq. (5); a busy machine can only add to either side, so
     # only a floor is safe (a band failed once when other work shared the 2 cores).
