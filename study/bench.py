@@ -42,7 +42,6 @@ def bench_tune(quick: bool, repeats: int, epochs: int | None = None) -> dict:
 
     from study.cluster import init_ray
     from study.store import Store
-    from study.tune import main as tune_main  # the study exactly as a user runs it
 
     epochs = epochs or (8 if quick else 20)
     linear_epochs = 30
@@ -75,10 +74,12 @@ def bench_tune(quick: bool, repeats: int, epochs: int | None = None) -> dict:
                 out = subprocess.run([sys.executable, "-c", code], capture_output=True,
                                      text=True, check=True)
                 direct.append(float(out.stdout.strip().splitlines()[-1]))
-                tune_main(["--dataset", "digits", "--space", space, "--budget", "smoke",
-                           "--gpus-per-trial", "0",
-                           "--cpus-per-trial", str(torch.get_num_threads()),
-                           "--store", str(store.root), "--study-name", f"bench{r}"])
+                # The study exactly as a user runs it, on the Ray already started here.
+                subprocess.run([sys.executable, "-m", "study.tune", "--dataset", "digits",
+                                "--space", space, "--budget", "smoke", "--gpus-per-trial", "0",
+                                "--cpus-per-trial", str(torch.get_num_threads()),
+                                "--store", str(store.root), "--study-name", f"bench{r}",
+                                "--address", "auto"], capture_output=True, check=True)
                 exp = client.get_experiment_by_name("digits")
                 (run,) = [run for run in client.search_runs([exp.experiment_id],
                                                             study_filter(f"bench{r}"))
