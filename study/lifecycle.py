@@ -32,6 +32,11 @@ def run(store: Store, plan: Plan, resume: bool, address: str | None = None,
     if resume:
         state = saved_state(store.ray_dir / plan.study, plan.trials)
         if state is not None and state.complete:
+            if _parent_finished(store, plan):  # done before the record said so (an older one)
+                plan.completed = time.time()
+                store.save_study(plan.study, plan.__dict__)
+                log(f"study {plan.study} is complete; nothing to resume")
+                return 0
             # Every trial ended; the driver stopped during the end-of-study work.
             log(f"study {plan.study}: {state.describe()}; finishing its end-of-study work")
             finish(store, plan)
@@ -54,6 +59,13 @@ def run(store: Store, plan: Plan, resume: bool, address: str | None = None,
 
             with stop.shielded():
                 ray.shutdown()
+
+
+def _parent_finished(store: Store, plan: Plan) -> bool:
+    """Whether the study's parent run is FINISHED: the last step of the end-of-study work."""
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(store.tracking_uri).get_run(plan.parent_run_id).info.status == "FINISHED"
 
 
 def _run_trials(store: Store, plan: Plan, space: SearchSpace, resume: bool,
