@@ -8,7 +8,6 @@ none: the wait is ours, so the console says what happens and Ctrl-C ends it.
 
 from __future__ import annotations
 
-import errno
 import os
 import time
 
@@ -19,7 +18,6 @@ RETRY_S = 5.0
 WAIT_ENV = "SLS_TRACKING_WAIT_S"  # how long to wait for a tracking server (default 30 min)
 UNREACHABLE = ("Max retries exceeded", "Connection refused", "Failed to establish",
                "Connection aborted", "Read timed out", "RemoteDisconnected")
-DISK_FULL = ("no space left on device", "database or disk is full")
 
 
 def quiet_http_retries() -> None:
@@ -50,8 +48,8 @@ class GuardedClient:
             try:
                 out = fn(*args, **kwargs)
             except Exception as e:  # MLflow wraps what it meets: read the whole chain
-                text = _chain_text(e)
-                if _is_disk_full(e, text):
+                text = stop.chain_text(e)
+                if stop.disk_full(e):
                     raise stop.StudyStopped(
                         f"no space left on device while MLflow wrote ({what}) to {self._uri}; "
                         f"free space there") from None
@@ -78,29 +76,10 @@ class GuardedClient:
             return out
 
 
-def _chain_text(e: BaseException) -> str:
-    parts, seen = [], set()
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        parts.append(f"{type(e).__name__}: {e}")
-        e = e.__cause__ or e.__context__
-    return " | ".join(parts)
-
-
-def _is_disk_full(e: BaseException, text: str) -> bool:
-    seen = set()
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
-            return True
-        e = e.__cause__ or e.__context__
-    return any(s in text.lower() for s in DISK_FULL)
-
-
 def unreachable(e: BaseException, uri: str) -> stop.StudyStopped | None:
     """A stop for an MLflow call outside ``GuardedClient`` (the end-of-study work) that found
     no server: the record does not say ``completed``, so ``--resume`` does that work again."""
-    text = _chain_text(e)
+    text = stop.chain_text(e)
     if "mlflow" in text.lower() and any(s in text for s in UNREACHABLE):
         return stop.StudyStopped(f"MLflow at {uri} does not answer")
     return None

@@ -9,7 +9,6 @@ counts of results.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 from study import records, stop
 from study._cli import log
@@ -111,7 +110,7 @@ def stopped(store: Store, plan: Plan, reason: str, code: int) -> int:
         return code
     log(f"\n{reason}: study {plan.study} stopped with {where}; continue it with:\n"
         f"  python -m study.tune --dataset {plan.dataset} --study-name {plan.study} --resume"
-        + (f" --store {store.root}" if store.root != Path("mlruns").resolve() else ""))
+        f"{store.flag}")
     return code
 
 

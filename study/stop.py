@@ -103,21 +103,37 @@ def deferred() -> Iterator[None]:
         raise KeyboardInterrupt
 
 
+DISK_FULL = ("no space left on device", "database or disk is full")  # OSError, SQLite
+
+
+def chain(e: BaseException | None) -> list[BaseException]:
+    """``e`` and every exception it was raised from or while handling, outermost first."""
+    out: list[BaseException] = []
+    while e is not None and all(e is not x for x in out):
+        out.append(e)
+        e = e.__cause__ or e.__context__
+    return out
+
+
+def chain_text(e: BaseException) -> str:
+    return " | ".join(f"{type(x).__name__}: {x}" for x in chain(e))
+
+
+def disk_full(e: BaseException) -> bool:
+    """Whether a full disk is anywhere in ``e``'s chain (as an errno or as a message)."""
+    if any(isinstance(x, OSError) and x.errno == errno.ENOSPC for x in chain(e)):
+        return True
+    return any(s in chain_text(e).lower() for s in DISK_FULL)
+
+
 def stopped_by(e: BaseException, store_root) -> StudyStopped | None:
     """The ``StudyStopped`` inside an error (Ray Tune re-raises a callback's exception as a
     ``TuneError`` of its traceback), or one for a full disk anywhere in its chain."""
-    seen, chain = set(), []
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        chain.append(e)
-        e = e.__cause__ or e.__context__
-    for x in chain:
-        if isinstance(x, StudyStopped):
-            return x
-    for x in chain:
-        if (isinstance(x, OSError) and x.errno == errno.ENOSPC) \
-                or "No space left on device" in str(x):
-            return StudyStopped(f"no space left on device under {store_root}; free space there")
+    inner = next((x for x in chain(e) if isinstance(x, StudyStopped)), None)
+    if inner is not None:
+        return inner
+    if disk_full(e):
+        return StudyStopped(f"no space left on device under {store_root}; free space there")
     return None
 
 

@@ -36,6 +36,11 @@ class Store:
         return cls(root, uri)
 
     @property
+    def flag(self) -> str:
+        """`` --store ROOT`` for a command line the user is told to run; empty for the default."""
+        return "" if self.root == Path("mlruns").resolve() else f" --store {self.root}"
+
+    @property
     def artifacts(self) -> Path:
         return self.root / "artifacts"
 

@@ -3,8 +3,6 @@ what to run next; ``study_rows`` is the study read back, best first (``study.exp
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from study._cli import log
 from study.footprint import study_footprint
 from study.records import (
@@ -49,10 +47,10 @@ def print_summary(store: Store, study: str, dataset: str, parent_run_id: str,
             f"{mb['encoders']:.1f} MB of them the {footprint['kept_encoders']} kept encoder(s); "
             f"{mb['ray']:.1f} MB of Ray Tune state)")
     log(f"\nexport the best T per K:  python -m study.export --dataset {dataset} --study {study}"
-        + _store_flag(store))
-    log(f"the study's report:       python -m study.report --study {study}" + _store_flag(store))
+        + store.flag)
+    log(f"the study's report:       python -m study.report --study {study}" + store.flag)
     experiment_id = client.get_run(parent_run_id).info.experiment_id
-    log("browse every trial:       python -m study.ui" + _store_flag(store)
+    log("browse every trial:       python -m study.ui" + store.flag
         + f", then open {runs_url(experiment_id)}")
 
 
@@ -83,10 +81,6 @@ def print_table(rows: list[TrialRecord], study: str, top: int = 10,
             f"{_fmt(row.params.get('tau')):>7}{row.params.get('K', ''):>4}  "
             f"{_fmt(row.knn_val_acc):>8}{_fmt(row.linear_val_acc):>9}"
             f"{_fmt(row.linear_test_acc):>9}  {state}")
-
-
-def _store_flag(store: Store) -> str:
-    return "" if store.root == Path("mlruns").resolve() else f" --store {store.root}"
 
 
 def _fmt(v) -> str:

@@ -35,7 +35,7 @@ from study.records import (
     study_filter,
     to_record,
 )
-from study.stop import StudyStopped
+from study.stop import DISK_FULL, StudyStopped
 from trainables.tune_trainable import (
     DATA,
     ENCODER_FILE,
@@ -254,7 +254,7 @@ def stop_if_disk_full(trial) -> None:
         text = Path(error_file).read_text() if error_file else ""
     except OSError:
         text = ""
-    if "no space left on device" in text.lower() or shutil.disk_usage(path).free < DISK_FLOOR:
+    if any(m in text.lower() for m in DISK_FULL) or shutil.disk_usage(path).free < DISK_FLOOR:
         raise StudyStopped(f"no space left on device under {path} (trial {trial.trial_id} "
                            f"was writing its checkpoint); free space there")
 
