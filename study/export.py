@@ -15,6 +15,7 @@ from study._cli import log, parser, run
 from study.exportfile import CONFIG_KEYS, load_export, points  # noqa: F401 (the file's API)
 from study.pareto import finished_points, front
 from study.records import TrialRecord
+from study.space import load_space
 from study.store import Store
 from study.summary import study_rows
 from trainables.data import SPECS
@@ -41,7 +42,11 @@ def export(store: Store, dataset: str, study: str) -> dict:
     per_k: dict[int, dict] = {}
     for row in finished:  # best first
         if row.K not in per_k:
-            per_k[row.K] = entry(row)
+            per_k[row.K] = {**entry(row), **_counts(rows, row.K)}
+    # Every split the study covers, with what became of a split that has no finished trial.
+    unfinished = {K: {**_counts(rows, K), "why": _why(rows, K)}
+                  for K in sorted(set(study_splits(store, study)) | {r.K for r in rows})
+                  if K not in per_k}
     out = {
         "dataset": dataset,
         "study": study,
@@ -55,6 +60,8 @@ def export(store: Store, dataset: str, study: str) -> dict:
         "best": entry(finished[0]),
         "per_K": dict(sorted(per_k.items())),
     }
+    if unfinished:
+        out["K_without_finished_trial"] = unfinished
     objectives = study_objectives(store, study)
     if len(objectives) > 1:
         members = front(finished_points(rows, objectives), objectives)
@@ -65,6 +72,43 @@ def export(store: Store, dataset: str, study: str) -> dict:
             for p in members
         ]
     return out
+
+
+def _counts(rows: list[TrialRecord], K: int) -> dict:
+    at = [r for r in rows if r.K == K]
+    return {"trials": len(at), "finished": sum(r.finished and not r.diverged for r in at),
+            "stopped_early": sum(r.early_stopped for r in at),
+            "diverged": sum(r.diverged for r in at)}
+
+
+def _why(rows: list[TrialRecord], K: int) -> str:
+    c = _counts(rows, K)
+    if not c["trials"]:
+        return "no trial ran at this split"
+    parts = [f"{c[k]} {k.replace('_', ' ')}" for k in ("stopped_early", "diverged") if c[k]]
+    rest = c["trials"] - c["stopped_early"] - c["diverged"]
+    if rest:
+        parts.append(f"{rest} not finished (failed, lost, or still running)")
+    return f"{c['trials']} trial(s), none finished: {', '.join(parts)}"
+
+
+def study_splits(store: Store, study: str) -> list[int]:
+    """The splits a study covers: its strata, the K its space searches (narrowed by --K), or
+    its grid's; [] where its record or space is gone (then the K its trials ran)."""
+    if not store.study_file(study).is_file():
+        return []
+    plan = store.load_study(study)
+    if plan.get("strata"):
+        return [s["K"] for s in plan["strata"] if "K" in s]
+    try:
+        space = load_space(plan["space_file"])
+    except ConfigError:
+        return []
+    if plan.get("grid"):
+        return list(space.grids.get(plan["grid"], {}).get("K", []))
+    if plan.get("config_file") or "K" not in space.search:
+        return []
+    return [K for K in space.search["K"].choices if not plan.get("K") or K in plan["K"]]
 
 
 def study_objectives(store: Store, study: str) -> list:
@@ -91,9 +135,15 @@ def main(argv: list[str] | None = None) -> int:
     log(f"best of {study}: T={best['config'].get('threshold')} tau={best['config'].get('tau')} "
         f"K={best['config'].get('K')}  linear val {best['linear_val_acc']:.4f} "
         f"test {best['linear_test_acc']:.4f}")
-    for K, e in data["per_K"].items():
+    missing = data.get("K_without_finished_trial", {})
+    for K in sorted({*data["per_K"], *missing}):
+        if K in missing:
+            log(f"  K={K}: no best T: {missing[K]['why']}")
+            continue
+        e = data["per_K"][K]
         log(f"  K={K}: T={e['config'].get('threshold')} tau={e['config'].get('tau')}  "
-            f"val {e['linear_val_acc']:.4f} test {e['linear_test_acc']:.4f}")
+            f"val {e['linear_val_acc']:.4f} test {e['linear_test_acc']:.4f}  "
+            f"(best of {e['finished']} finished, {e['trials']} trial(s))")
     if "pareto" in data:
         names = [o["metric"] for o in data["objectives"]]
         log(f"Pareto front over {', '.join(names)}: {len(data['pareto'])} trial(s)")

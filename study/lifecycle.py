@@ -18,6 +18,7 @@ from study.records import TRIAL_ID, read_runs, study_filter
 from study.space import SearchSpace, load_space
 from study.state import saved_state
 from study.store import Store, git_commit
+from study.strata import label, optuna_study_names
 from study.tuner import make_tuner
 from trainables.data import prepare_data
 from trainables.errors import ConfigError
@@ -72,6 +73,9 @@ def _run_trials(store: Store, plan: Plan, space: SearchSpace, resume: bool,
     log(f"study {plan.study}: {plan.dataset}, budget {plan.budget} ({plan.trials} trials x "
         f"{plan.epochs} epochs, {plan.concurrency} at once, {plan.gpus_per_trial:g} GPU + "
         f"{plan.cpus_per_trial:g} CPU each), space {plan.space_file}")
+    if plan.strata:
+        log("each split its own search (trials, Optuna study, ASHA brackets): "
+            + ", ".join(f"{label(s)} {n} trials" for s, n in zip(plan.strata, plan.shares)))
     if plan.grid:
         log(f"grid {plan.grid}: {len(space.grid(plan.grid))} cells x {plan.seeds} seeds "
             f"({plan.seed}..{plan.seed + plan.seeds - 1}), {space.grids[plan.grid]}")
@@ -153,16 +157,17 @@ def close_leftovers(store: Store, plan: Plan) -> None:
     failed = 0
     if not (plan.grid or plan.config_file):
         storage = optuna.storages.RDBStorage(store.optuna_url)
-        try:
-            study = optuna.load_study(study_name=f"{plan.dataset}/{plan.study}", storage=storage)
-        except KeyError:
-            study = None
-        running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)) \
-            if study is not None else []
-        for t in running:  # FAIL is Optuna's only end for a trial that never reported
-            storage.set_trial_user_attr(t._trial_id, records.LOST, LOST)
-            storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
-        failed = len(running)
+        for name in optuna_study_names(plan):  # one, or one per stratum
+            try:
+                study = optuna.load_study(study_name=name, storage=storage)
+            except KeyError:
+                continue
+            running = study.get_trials(deepcopy=False,
+                                       states=(optuna.trial.TrialState.RUNNING,))
+            for t in running:  # FAIL is Optuna's only end for a trial that never reported
+                storage.set_trial_user_attr(t._trial_id, records.LOST, LOST)
+                storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+            failed += len(running)
     if lost or failed:
         log(f"closed what a killed driver left open: {len(lost)} MLflow run(s) (now KILLED, "
             f"tag lost), {failed} Optuna trial(s) (now FAIL)")

@@ -11,6 +11,7 @@ from pathlib import Path
 from study.exportfile import points as export_points
 from study.space import load_space, resolve_space, space_path
 from study.store import Store
+from study.strata import check_K, label, parse_K, shares, strata_of
 from trainables.errors import ConfigError
 
 
@@ -38,6 +39,9 @@ class Plan:
     keep_weights: int | str = 3  # finished trials whose encoder stays in MLflow, or "all"
     objectives: list = field(default_factory=lambda: [["knn_val_acc", "max"]])  # [metric, mode]
     completed: float = 0.0  # when the end-of-study work was done; 0 while it is not
+    K: list = field(default_factory=list)  # --K: the splits a study is restricted to; [] all
+    strata: list = field(default_factory=list)  # a search's strata ({K: 4}, ...); [] none
+    shares: list = field(default_factory=list)  # each stratum's trials
 
 
 def new_plan(store: Store, args) -> Plan:
@@ -60,6 +64,31 @@ def new_plan(store: Store, args) -> Plan:
                               f"{'> 0' if flag == 'cpus_per_trial' else '>= 0'}")
     trials, epochs = args.trials or budget.trials, args.epochs or budget.epochs
     seeds = args.seeds if args.seeds is not None else budget.seeds
+    only_K = parse_K(args.K) if args.K else []
+    if only_K:
+        if args.grid is not None or args.config is not None:
+            raise ConfigError("--K restricts a search to splits; a grid's or an export file's "
+                              "points name their own K")
+        check_K(only_K, space.search, space.source)
+    strata = [] if args.grid is not None or args.config is not None else \
+        strata_of(space.search, space.objectives, only_K)
+    per_K = getattr(args, "trials_per_K", None)
+    if per_K is not None:
+        if per_K < 1:
+            raise ConfigError(f"--trials-per-K {per_K} must be >= 1")
+        if not strata:
+            raise ConfigError("--trials-per-K goes with a search over splits (a space that "
+                              "searches K with one objective)")
+        if args.trials is not None:
+            raise ConfigError("--trials and --trials-per-K both set the number of trials; "
+                              "give one")
+        trials = per_K * len(strata)
+    if strata and args.trials is None and per_K is None:
+        trials = max(trials, len(strata))  # the budget's trials, at least one per split
+    if strata and trials < len(strata):
+        raise ConfigError(f"--trials {trials} leaves a split without a trial: a search gives "
+                          f"each of its {len(strata)} splits ({', '.join(map(label, strata))}) "
+                          f"its share; give at least {len(strata)}, or choose splits with --K")
     if args.grid is not None and args.config is not None:
         raise ConfigError("--grid and --config are two kinds of study; give one")
     if seeds < 1:
@@ -88,4 +117,5 @@ def new_plan(store: Store, args) -> Plan:
         grid=args.grid or "",
         keep_weights=args.keep_weights or space.keep_weights,
         objectives=[[o.metric, o.mode] for o in space.objectives],
+        K=only_K, strata=strata, shares=shares(trials, len(strata)) if strata else [],
     )

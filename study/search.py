@@ -1,14 +1,20 @@
 """The study's searcher: Optuna's TPE through Ray Tune's ``OptunaSearch``, with Optuna states
 that say what happened (a trial stopped early by ASHA ends PRUNED; ``study.tracking`` marks its
-MLflow run KILLED) and a resume that tolerates a trial Optuna already holds as ended."""
+MLflow run KILLED) and a resume that tolerates a trial Optuna already holds as ended; and the
+searcher and ASHA of a stratified search (``study.strata``): one of each per split."""
 
 from __future__ import annotations
 
+import copy
 import logging
+import pickle
 
 from optuna.exceptions import UpdateFinishedTrialError
+from ray.tune.schedulers import AsyncHyperBandScheduler
+from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
+from study.strata import of_config
 from trainables.tune_trainable import FINISHED
 
 
@@ -35,3 +41,71 @@ class StudySearch(OptunaSearch):
             # A trial that ended after Ray's last saved state (a killed driver) reports again
             # when resumed; its Optuna trial holds its end already.
             logging.getLogger("optuna").info("trial %s: %s", trial_id, e)
+
+
+class StratifiedSearch(Searcher):
+    """One searcher (``study.search.StudySearch``, its own Optuna study) per stratum, each given
+    its share of the trials. A new trial goes to the stratum furthest behind its share, so that
+    the strata advance together and a stopped study leaves each with its part."""
+
+    def __init__(self, searchers: list, strata: list[dict], shares: list[int], metric, mode):
+        super().__init__(metric=metric, mode=mode)
+        self.searchers = searchers
+        self.strata = strata
+        self.shares = shares
+        self.assigned = [0] * len(strata)
+        self.trial_stratum: dict[str, int] = {}
+
+    def suggest(self, trial_id: str):
+        open_ = [i for i in range(len(self.strata)) if self.assigned[i] < self.shares[i]]
+        if not open_:
+            return Searcher.FINISHED
+        i = min(open_, key=lambda j: (self.assigned[j] / self.shares[j], j))
+        config = self.searchers[i].suggest(trial_id)
+        if config is None or config == Searcher.FINISHED:
+            return config
+        self.assigned[i] += 1
+        self.trial_stratum[trial_id] = i
+        return {**self.strata[i], **config}
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        i = self.trial_stratum.get(trial_id)
+        if i is not None:
+            self.searchers[i].on_trial_result(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None,
+                          error: bool = False) -> None:
+        i = self.trial_stratum.get(trial_id)
+        if i is not None:
+            self.searchers[i].on_trial_complete(trial_id, result=result, error=error)
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(self.__dict__, f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as f:
+            self.__dict__.update(pickle.load(f))
+
+
+class StratifiedASHA(AsyncHyperBandScheduler):
+    """ASHA whose brackets are per stratum: a trial's rung is only compared with the trials of
+    its own split. Each stratum's bracket is a copy of the one ASHA makes, before any result."""
+
+    def __init__(self, keys: list[str], **kwargs):
+        super().__init__(**kwargs)
+        self.keys = list(keys)
+        self._pristine = copy.deepcopy(self._brackets)
+        self.stratum_brackets: dict[tuple, list] = {}
+
+    def on_trial_add(self, tune_controller, trial) -> None:
+        super().on_trial_add(tune_controller, trial)  # checks metric and mode
+        key = of_config(trial.config, self.keys)
+        if key not in self.stratum_brackets:
+            self.stratum_brackets[key] = copy.deepcopy(self._pristine)
+        # One bracket (ASHA's default, ``brackets=1``); several would be drawn as ASHA draws.
+        self._trial_info[trial.trial_id] = self.stratum_brackets[key][0]
+
+    def debug_string(self) -> str:
+        return "\n".join(f"{key}: " + "; ".join(b.debug_str() for b in brackets)
+                         for key, brackets in self.stratum_brackets.items())

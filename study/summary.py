@@ -70,14 +70,33 @@ def print_table(rows: list[TrialRecord], study: str, top: int = 10,
             f"the finished trials (marked 'front')")
     log(f"\n{study}: {len(rows)} trial run(s), best first by validation accuracy "
         f"(test accuracy is reported, never used to choose)")
-    log(f"{'trial':<14}{'T':>7}{'tau':>7}{'K':>4}  {'knn val':>8}{'lin val':>9}{'lin test':>9}  "
-        f"state")
-    for row in rows[:top]:
-        state = ("diverged" if row.diverged else "stopped early" if row.early_stopped
-                 else row.status.lower())
-        if row.run_id in on_front:
-            state += ", front"
-        log(f"{row.trial_id:<14}{_fmt(row.params.get('threshold')):>7}"
+    header = (f"{'trial':<14}{'T':>7}{'tau':>7}{'K':>4}  {'knn val':>8}{'lin val':>9}"
+              f"{'lin test':>9}  state")
+    splits = sorted({r.K for r in rows})
+    if on_front or len(splits) < 2:
+        log(header)
+        for row in rows[:top]:
+            log(_line(row, on_front))
+        return
+    # The answer is per split: each K's best, under a line that says what became of its trials.
+    per_split = max(3, top // len(splits))
+    log(header)
+    for K in splits:
+        at = [r for r in rows if r.K == K]
+        done = sum(r.finished and not r.diverged for r in at)
+        log(f"-- K={K}: {len(at)} trial(s), {done} finished, "
+            f"{sum(r.early_stopped for r in at)} stopped early, {sum(r.diverged for r in at)} "
+            f"diverged" + (f"; the best {per_split} shown" if len(at) > per_split else ""))
+        for row in at[:per_split]:
+            log(_line(row, on_front))
+
+
+def _line(row: TrialRecord, on_front: set[str]) -> str:
+    state = ("diverged" if row.diverged else "stopped early" if row.early_stopped
+             else row.status.lower())
+    if row.run_id in on_front:
+        state += ", front"
+    return (f"{row.trial_id:<14}{_fmt(row.params.get('threshold')):>7}"
             f"{_fmt(row.params.get('tau')):>7}{row.params.get('K', ''):>4}  "
             f"{_fmt(row.knn_val_acc):>8}{_fmt(row.linear_val_acc):>9}"
             f"{_fmt(row.linear_test_acc):>9}  {state}")

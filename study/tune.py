@@ -25,7 +25,12 @@ def parse_args(argv: list[str] | None):
     p.add_argument("--dataset", default="digits", help=f"one of {', '.join(SPECS)}")
     p.add_argument("--budget", choices=BUDGETS, default=None,
                    help="default: short when a GPU is visible, else smoke")
-    p.add_argument("--trials", type=int, default=None, help="default: the budget's")
+    p.add_argument("--trials", type=int, default=None,
+                   help="default: the budget's; a search shares them equally among its splits")
+    p.add_argument("--trials-per-K", dest="trials_per_K", type=int, default=None, metavar="N",
+                   help="a search's trials per split (instead of --trials)")
+    p.add_argument("--K", default=None, metavar="K[,K...]",
+                   help="search only these splits, e.g. 8 or 4,8 (default: every K of the space)")
     p.add_argument("--epochs", type=int, default=None, help="default: the budget's")
     p.add_argument("--concurrency", type=int, default=None, help="default: the budget's")
     p.add_argument("--gpus-per-trial", type=float, default=None,

@@ -12,6 +12,7 @@ from study.plan import Plan
 from study.space import SearchSpace
 from study.state import repair_checkpoints, saved_state
 from study.store import Store, git_commit
+from study.strata import optuna_study_name, optuna_study_names, paper_point
 from trainables.tune_trainable import OBJECTIVE, TrialSetup, run_trial
 
 FAIL_ONCE_ENV = "SLS_TEST_FAIL_ONCE_AT_EPOCH"  # test-only switch: each trial raises once there
@@ -51,11 +52,12 @@ def forget_unsaved_search(store: Store, plan: Plan) -> None:
         return
     import optuna
 
-    try:
-        optuna.delete_study(study_name=f"{plan.dataset}/{plan.study}",
-                            storage=optuna.storages.RDBStorage(store.optuna_url))
-    except KeyError:
-        pass
+    storage = optuna.storages.RDBStorage(store.optuna_url)
+    for name in optuna_study_names(plan):
+        try:
+            optuna.delete_study(study_name=name, storage=storage)
+        except KeyError:
+            pass
 
 
 def trial_setup(store: Store, plan: Plan, space: SearchSpace) -> TrialSetup:
@@ -89,25 +91,42 @@ def _new_tuner(store: Store, plan: Plan, space: SearchSpace, trainable, setup: T
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search import ConcurrencyLimiter
 
-    from study.search import StudySearch
+    from study.search import StratifiedASHA, StratifiedSearch, StudySearch
 
     # One objective: Optuna's value is it. Several: a multi-objective study (TPE handles both)
     # whose trials report every objective in each result; ASHA still stops on the accuracy.
     metrics = [m for m, _ in plan.objectives]
     modes = [m for _, m in plan.objectives]
-    searcher = StudySearch(
-        space=optuna_space(space),
-        metric=metrics[0] if len(metrics) == 1 else metrics,
-        mode=modes[0] if len(modes) == 1 else modes,
-        points_to_evaluate=[dict(p) for p in space.points_to_evaluate] or None,
-        sampler=optuna.samplers.TPESampler(seed=plan.seed),
-        study_name=f"{plan.dataset}/{plan.study}",
-        storage=optuna.storages.RDBStorage(store.optuna_url),
-    )
-    scheduler = ASHAScheduler(
-        time_attr="epoch", metric=OBJECTIVE, mode="max", max_t=plan.epochs,
-        grace_period=min(space.budget(plan.budget).grace_period, plan.epochs),
-    )
+    metric = metrics[0] if len(metrics) == 1 else metrics
+    mode = modes[0] if len(modes) == 1 else modes
+    storage = optuna.storages.RDBStorage(store.optuna_url)
+    distributions = optuna_space(space, plan.K)
+    asha = dict(time_attr="epoch", metric=OBJECTIVE, mode="max", max_t=plan.epochs,
+                grace_period=min(space.budget(plan.budget).grace_period, plan.epochs))
+    if not plan.strata:
+        searcher = StudySearch(
+            space=distributions, metric=metric, mode=mode,
+            points_to_evaluate=[dict(p) for p in space.points_to_evaluate
+                                if not plan.K or p.get("K") in plan.K] or None,
+            sampler=_sampler(plan, plan.trials),
+            study_name=optuna_study_name(plan.dataset, plan.study), storage=storage,
+        )
+        scheduler = ASHAScheduler(**asha)
+    else:
+        keys = list(plan.strata[0])
+        for k in keys:
+            distributions.pop(k)
+        searchers = []
+        for stratum, share in zip(plan.strata, plan.shares):
+            point = paper_point(space.points_to_evaluate, stratum)
+            searchers.append(StudySearch(
+                space=distributions, metric=metric, mode=mode,
+                points_to_evaluate=[point] if point else None,
+                sampler=_sampler(plan, share),
+                study_name=optuna_study_name(plan.dataset, plan.study, stratum), storage=storage,
+            ))
+        searcher = StratifiedSearch(searchers, plan.strata, plan.shares, metric, mode)
+        scheduler = StratifiedASHA(keys, **asha)
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
@@ -117,6 +136,16 @@ def _new_tuner(store: Store, plan: Plan, space: SearchSpace, trainable, setup: T
         ),
         run_config=_run_config(store, plan, setup, status_every),
     )
+
+
+def _sampler(plan: Plan, trials: int):
+    """Seeded TPE. Its random start-up is at most half of the trials it will see (Optuna's 10
+    would leave a stratum of 6 trials all random), and concurrent trials are told apart by the
+    constant liar (a running trial counts as a poor one, so two free slots get two points)."""
+    import optuna
+
+    return optuna.samplers.TPESampler(seed=plan.seed, n_startup_trials=max(1, min(10, trials // 2)),
+                                      constant_liar=plan.concurrency > 1)
 
 
 def _run_config(store: Store, plan: Plan, setup: TrialSetup, status_every: float):
@@ -170,7 +199,8 @@ def _rerun_tuner(store: Store, plan: Plan, space: SearchSpace, trainable, setup:
     )
 
 
-def optuna_space(space: SearchSpace) -> dict:
+def optuna_space(space: SearchSpace, only_K: list[int] | None = None) -> dict:
+    """Optuna's distributions of the space's search; ``only_K`` narrows a searched K (``--K``)."""
     from optuna.distributions import (
         CategoricalDistribution,
         FloatDistribution,
@@ -180,7 +210,8 @@ def optuna_space(space: SearchSpace) -> dict:
     out = {}
     for name, d in space.search.items():
         if d.type == "categorical":
-            out[name] = CategoricalDistribution(d.choices)
+            choices = [c for c in d.choices if c in only_K] if name == "K" and only_K else d.choices
+            out[name] = CategoricalDistribution(choices)
         elif d.type == "int":
             out[name] = IntDistribution(int(d.low), int(d.high), log=d.log, step=int(d.step or 1))
         else:

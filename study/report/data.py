@@ -217,37 +217,66 @@ class OptunaResult:
     importance_error: str | None = None  # why Optuna could not
 
 
-def optuna_result(store: Store, record: StudyRecord) -> OptunaResult | None:
-    """None where the store has no Optuna study of ``record``."""
+def optuna_results(store: Store, record: StudyRecord) -> list[tuple[str, OptunaResult]]:
+    """Each Optuna study of a search, by its stratum's label ("" where the search has one
+    study); a study missing from the store is left out."""
     import optuna
 
-    try:
-        study = optuna.load_study(study_name=f"{record.dataset}/{record.name}",
-                                  storage=store.optuna_url)
-    except KeyError:
-        return None
+    from study.strata import label, optuna_study_name
+
+    strata = record.plan.get("strata") or [None]
+    out = []
+    for stratum in strata:
+        try:
+            study = optuna.load_study(
+                study_name=optuna_study_name(record.dataset, record.name, stratum),
+                storage=store.optuna_url)
+        except KeyError:
+            continue
+        out.append((label(stratum) if stratum else "", _optuna_result(study, record)))
+    return out
+
+
+IMPORTANCE_EVALUATOR = "PED-ANOVA"  # Optuna's PedAnovaImportanceEvaluator, named where shown
+
+
+def _optuna_result(study, record: StudyRecord) -> OptunaResult:
+    import optuna
+
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
     result = OptunaResult(record.plan.get("objectives", [["knn_val_acc", "max"]])[0][0],
-                          study.directions[0] == optuna.study.StudyDirection.MAXIMIZE,
-                          [(t.number, t.values[0]) for t in done if t.values], len(done))
+                          maximize, [(t.number, t.values[0]) for t in done if t.values],
+                          len(done))
     if len(done) >= MIN_IMPORTANCE_TRIALS:
+        # PED-ANOVA ranks parameters for the best trials of a target it takes as minimised:
+        # the first objective, negated where it is maximised, in every kind of study.
+        sign = -1.0 if maximize else 1.0
         try:
             result.importances = optuna.importance.get_param_importances(
-                study, target=(lambda t: t.values[0]) if len(study.directions) > 1 else None)
+                study, evaluator=optuna.importance.PedAnovaImportanceEvaluator(),
+                target=lambda t: sign * t.values[0])
         except (RuntimeError, ValueError) as e:
             result.importance_error = str(e)
     return result
 
 
 def compared_trials(record: StudyRecord) -> dict[str, Trial]:
-    """The best trial, and the best trial of the same K on the other side of T = none. In a
-    grid, the best of its deepest split: the paper draws these figures at its deepest K."""
+    """The trials whose figures the report draws. A search: the best trial of each split (the
+    answer is per K; the best overall is often one block, end-to-end SimCLR). A grid: the best
+    of its deepest split (the paper draws these figures at its deepest K), and the best of the
+    same K on the other side of T = none."""
     pool = record.finished
-    if record.kind in ("grid", "rerun"):
-        deepest = max(t.K for t in pool)
-        pool = [t for t in pool if t.K == deepest]
+    if record.kind not in ("grid", "rerun"):
+        out = {}
+        for K in sorted({t.K for t in pool}):
+            best = next(t for t in pool if t.K == K)
+            out[f"best K={K}: {_label(best)}"] = best
+        return out
+    deepest = max(t.K for t in pool)
+    pool = [t for t in pool if t.K == deepest]
     best = pool[0]
-    peers = [t for t in pool if t.K == best.K and t is not best
+    peers = [t for t in pool if t is not best
              and (t.threshold is None) != (best.threshold is None)]
     out = {f"best: {_label(best)}": best}
     if peers:

@@ -48,28 +48,33 @@ def front_parts(record: StudyRecord) -> tuple[list[str], list[Table]]:
 
 
 def optuna_parts(store: Store, record: StudyRecord) -> tuple[list[str], list[Table]]:
-    """Optuna's optimisation history and parameter importances of a search."""
-    result = data.optuna_result(store, record)
-    if result is None:
+    """Optuna's optimisation history and parameter importances of a search: of each split's
+    own Optuna study where the search is stratified."""
+    results = data.optuna_results(store, record)
+    if not results:
         return [f"<p>No Optuna study {record.dataset}/{record.name} in the store.</p>"], []
     parts, tables = [], []
-    first = result.metric
-    if result.values:
-        parts += [f"<h3>Optimisation history ({html.escape(first)})</h3>",
-                  figures.fig_history(result.values, first, result.maximize)]
-    if result.completed < MIN_IMPORTANCE_TRIALS:
-        parts.append(f"<p>Parameter importances need at least {MIN_IMPORTANCE_TRIALS} completed "
-                     f"trials; Optuna has {result.completed}.</p>")
-    elif result.importances is None:
-        parts.append(f"<p>No parameter importances: "
-                     f"{html.escape(' '.join(result.importance_error.split()))}.</p>")
-    else:
-        parts += ["<h3>Parameter importances (optuna.importance, fANOVA)</h3>",
-                  figures.fig_importances(result.importances),
-                  f'<p class="note">For {html.escape(first)} over Optuna\'s completed trials: '
-                  'the finished ones and the diverged ones (at 0); trials stopped early are '
-                  'PRUNED and left out.</p>']
-        tables.append(importance_table(result.importances))
+    for stratum, result in results:
+        at = f", {stratum}" if stratum else ""
+        first = html.escape(result.metric)
+        if result.values:
+            parts += [f"<h3>Optimisation history ({first}{html.escape(at)})</h3>",
+                      figures.fig_history(result.values, result.metric, result.maximize)]
+        if result.completed < MIN_IMPORTANCE_TRIALS:
+            parts.append(f"<p>Parameter importances{html.escape(at)} need at least "
+                         f"{MIN_IMPORTANCE_TRIALS} completed trials; Optuna has "
+                         f"{result.completed}.</p>")
+        elif result.importances is None:
+            parts.append(f"<p>No parameter importances{html.escape(at)}: "
+                         f"{html.escape(' '.join(result.importance_error.split()))}.</p>")
+        else:
+            parts += [f"<h3>Parameter importances{html.escape(at)} (optuna.importance, "
+                      f"{data.IMPORTANCE_EVALUATOR})</h3>",
+                      figures.fig_importances(result.importances),
+                      f'<p class="note">For {first} ({"max" if result.maximize else "min"}imised) '
+                      "over Optuna's completed trials: the finished ones and the diverged ones "
+                      "(at 0); trials stopped early are PRUNED and left out.</p>"]
+            tables.append(importance_table(result.importances, stratum))
     return parts, tables
 
 
@@ -124,7 +129,8 @@ def build(store: Store, record: StudyRecord) -> tuple[str, list[Table]]:
         parts, extra = optuna_parts(store, record)
         tables += extra
         sections.append("".join(parts))
-    sections.append('<h2 id="figures">The paper\'s figures for the best trial</h2>'
+    sections.append('<h2 id="figures">The paper\'s figures for the best trial'
+                    + ("s of each split" if record.kind == "search" else "") + '</h2>'
                     + "".join(paper_figures(store, record)))
     every = trials_table(record)
     tables.append(every)

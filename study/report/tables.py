@@ -172,6 +172,8 @@ def gain_table(record: StudyRecord) -> Table | None:
 
 def best_per_K_table(record: StudyRecord) -> Table:
     rows = []
+    every = Counter(t.K for t in record.trials)
+    done = Counter(t.K for t in record.finished)
     for t in best_per_K(record):
         m = t.metrics
         rows.append([str(t.K), t_text(t.threshold),
@@ -179,10 +181,13 @@ def best_per_K_table(record: StudyRecord) -> Table:
                      f"{t.params.get('tau', 0.5):.3g}", t.params.get("head", "paper"),
                      t.params.get("subsample", "both"), _pct(m["linear_val_acc"]),
                      _pct(m.get("knn_val_acc", math.nan)), _pct(m["linear_test_acc"]),
-                     t_text(PAPER_T.get(record.dataset, "-")), t.trial_id])
+                     t_text(PAPER_T.get(record.dataset, "-")), t.trial_id,
+                     f"{done[t.K]}/{every[t.K]}"])
+    missing = sorted(set(every) - set(done))
     return Table("Best T per K (chosen on validation accuracy)",
                  ["K", "T", "T slope", "tau", "head", "subsample", "linear val %", "kNN val %",
-                  "linear test %", "paper T", "trial"], rows)
+                  "linear test %", "paper T", "trial", "finished/trials"], rows,
+                 "; ".join(f"K={K}: none of {every[K]} trial(s) finished" for K in missing))
 
 
 def trials_table(record: StudyRecord) -> Table:
@@ -216,6 +221,7 @@ def front_table(front: Front) -> Table:
     )
 
 
-def importance_table(importances: dict[str, float]) -> Table:
-    return Table("Parameter importances", ["parameter", "importance"],
+def importance_table(importances: dict[str, float], stratum: str = "") -> Table:
+    return Table("Parameter importances" + (f", {stratum}" if stratum else ""),
+                 ["parameter", "importance"],
                  [[k, f"{v:.3f}"] for k, v in importances.items()])
