@@ -14,6 +14,7 @@ import yaml
 from study._cli import log, parser, run
 from study.exportfile import CONFIG_KEYS, load_export, points  # noqa: F401 (the file's API)
 from study.pareto import finished_points, front
+from study.plan import plan_kind
 from study.records import TrialRecord
 from study.space import load_space
 from study.store import Store
@@ -106,7 +107,7 @@ def study_splits(store: Store, study: str) -> list[int]:
         return []
     if plan.get("grid"):
         return list(space.grids.get(plan["grid"], {}).get("K", []))
-    if plan.get("config_file") or "K" not in space.search:
+    if plan_kind(plan) != "search" or "K" not in space.search:
         return []
     return [K for K in space.search["K"].choices if not plan.get("K") or K in plan["K"]]
 

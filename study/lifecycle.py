@@ -127,7 +127,7 @@ def finish(store: Store, plan: Plan) -> None:
 
     close_leftovers(store, plan)
     print_summary(store, plan.study, plan.dataset, plan.parent_run_id,
-                  objectives=plan.objectives)
+                  objectives=plan.objectives, plan=plan.__dict__)
     plan.completed = time.time()
     store.save_study(plan.study, plan.__dict__)
 
@@ -155,7 +155,7 @@ def close_leftovers(store: Store, plan: Plan) -> None:
         client.set_tag(r.info.run_id, records.LOST, LOST)
         client.set_terminated(r.info.run_id, "KILLED")
     failed = 0
-    if not (plan.grid or plan.config_file):
+    if plan.kind == "search":
         storage = optuna.storages.RDBStorage(store.optuna_url)
         for name in optuna_study_names(plan):  # one, or one per stratum
             try:
@@ -178,8 +178,7 @@ def parent_run(store: Store, plan: Plan, space: SearchSpace) -> str:
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(store.tracking_uri)
-    kind = "grid" if plan.grid else "rerun" if plan.config_file else "search"
-    tags = {records.STUDY: plan.study, "kind": "study", "study_kind": kind}
+    tags = {records.STUDY: plan.study, "kind": "study", "study_kind": plan.kind}
     if plan.grid:
         tags["grid"] = plan.grid
     run = client.create_run(plan.experiment_id, run_name=plan.study, tags=tags)

@@ -39,19 +39,46 @@ class Plan:
     keep_weights: int | str = 3  # finished trials whose encoder stays in MLflow, or "all"
     objectives: list = field(default_factory=lambda: [["knn_val_acc", "max"]])  # [metric, mode]
     completed: float = 0.0  # when the end-of-study work was done; 0 while it is not
+    compare: str = ""  # --compare: the searched study whose best is re-run against the paper's
+    points: list = field(default_factory=list)  # --compare: the configurations re-run
+    arms: list = field(default_factory=list)  # --compare: per K, its two points (study.compare)
     K: list = field(default_factory=list)  # --K: the splits a study is restricted to; [] all
     strata: list = field(default_factory=list)  # a search's strata ({K: 4}, ...); [] none
     shares: list = field(default_factory=list)  # each stratum's trials
 
 
+    @property
+    def kind(self) -> str:
+        return plan_kind(self.__dict__)
+
+
+def plan_kind(plan: dict) -> str:
+    """search, grid (``--grid``), rerun (``--config``) or compare (``--compare``)."""
+    return ("grid" if plan.get("grid") else "rerun" if plan.get("config_file")
+            else "compare" if plan.get("compare") else "search")
+
+
 def new_plan(store: Store, args) -> Plan:
     import torch
 
-    space = load_space(resolve_space(args.space) if args.space else space_path(args.dataset))
+    compare = getattr(args, "compare", None)
+    if compare is not None:  # the searched study's space and budget
+        searched = Plan(**store.load_study(compare))
+        if args.space:
+            raise ConfigError(f"--compare {compare} re-runs in that study's space "
+                              f"({searched.space_file}); leave out --space")
+        if searched.dataset != args.dataset:
+            raise ConfigError(f"--compare {compare} is a study of {searched.dataset}, not "
+                              f"--dataset {args.dataset}")
+        space = load_space(searched.space_file)
+    else:
+        space = load_space(resolve_space(args.space) if args.space else space_path(args.dataset))
     if space.dataset != args.dataset:
         raise ConfigError(f"{space.source}: dataset {space.dataset!r} does not match "
                           f"--dataset {args.dataset}")
-    budget_name = args.budget or ("short" if torch.cuda.is_available() else "smoke")
+    default_budget = searched.budget if compare is not None else (
+        "short" if torch.cuda.is_available() else "smoke")
+    budget_name = args.budget or default_budget
     budget = space.budget(budget_name)
     for flag in ("trials", "epochs", "concurrency"):
         value = getattr(args, flag)
@@ -64,13 +91,17 @@ def new_plan(store: Store, args) -> Plan:
                               f"{'> 0' if flag == 'cpus_per_trial' else '>= 0'}")
     trials, epochs = args.trials or budget.trials, args.epochs or budget.epochs
     seeds = args.seeds if args.seeds is not None else budget.seeds
+    kinds = [f for f, v in (("--grid", args.grid), ("--config", args.config),
+                            ("--compare", compare)) if v is not None]
+    if len(kinds) > 1:
+        raise ConfigError(f"{' and '.join(kinds)} are different kinds of study; give one")
     only_K = parse_K(args.K) if args.K else []
     if only_K:
-        if args.grid is not None or args.config is not None:
-            raise ConfigError("--K restricts a search to splits; a grid's or an export file's "
-                              "points name their own K")
+        if kinds:
+            raise ConfigError(f"--K restricts a search to splits; the points of {kinds[0]} "
+                              f"name their own K")
         check_K(only_K, space.search, space.source)
-    strata = [] if args.grid is not None or args.config is not None else \
+    strata = [] if kinds else \
         strata_of(space.search, space.objectives, only_K)
     per_K = getattr(args, "trials_per_K", None)
     if per_K is not None:
@@ -89,8 +120,6 @@ def new_plan(store: Store, args) -> Plan:
         raise ConfigError(f"--trials {trials} leaves a split without a trial: a search gives "
                           f"each of its {len(strata)} splits ({', '.join(map(label, strata))}) "
                           f"its share; give at least {len(strata)}, or choose splits with --K")
-    if args.grid is not None and args.config is not None:
-        raise ConfigError("--grid and --config are two kinds of study; give one")
     if seeds < 1:
         raise ConfigError(f"--seeds {seeds} must be >= 1")
     if args.config is not None:
@@ -98,11 +127,18 @@ def new_plan(store: Store, args) -> Plan:
         trials, epochs = len(export_points(args.config)) * seeds, args.epochs or 0
     elif args.grid is not None:
         trials = len(space.grid(args.grid)) * seeds  # every cell over every seed
+    elif compare is not None:
+        from study.compare import compare_points
+
+        points, arms = compare_points(store, args.dataset, compare, space)
+        trials, epochs = len(points) * seeds, args.epochs or 0
     elif args.seeds is not None:
-        raise ConfigError("--seeds goes with --grid or --config (a search samples its points)")
+        raise ConfigError("--seeds goes with --grid, --config or --compare (a search samples "
+                          "its points)")
     kind = ("rerun" if args.config is not None
             else f"{args.grid}-{budget_name}" if args.grid is not None else budget_name)
-    study = args.study_name or f"{args.dataset}-{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
+    study = args.study_name or (f"{compare}-vs-paper" if compare is not None else
+                                f"{args.dataset}-{kind}-{time.strftime('%Y%m%d-%H%M%S')}")
     if store.study_file(study).exists():
         raise ConfigError(f"study {study!r} exists in {store.root}; add --resume to continue it "
                           f"or choose another --study-name")
@@ -113,9 +149,11 @@ def new_plan(store: Store, args) -> Plan:
         cpus_per_trial=0.0, data_dir=str(Path(args.data_dir).expanduser().resolve()),
         seed=args.seed, created=time.time(),
         config_file=str(args.config.resolve()) if args.config is not None else "",
-        seeds=seeds if args.config is not None or args.grid is not None else 1,
+        seeds=seeds if kinds else 1,
         grid=args.grid or "",
         keep_weights=args.keep_weights or space.keep_weights,
         objectives=[[o.metric, o.mode] for o in space.objectives],
+        compare=compare or "", points=points if compare is not None else [],
+        arms=arms if compare is not None else [],
         K=only_K, strata=strata, shares=shares(trials, len(strata)) if strata else [],
     )

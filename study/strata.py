@@ -84,16 +84,12 @@ def shares(trials: int, n: int) -> list[int]:
     return [trials // n + (i < trials % n) for i in range(n)]
 
 
-def paper_point(points: list[dict], stratum: dict) -> dict | None:
-    """The paper's point at this split: the space's point for this stratum, else its first point
-    moved to this split (the paper gives one T per data set); without the stratum's keys."""
-    if not points:
-        return None
+def paper_points(points: list[dict], stratum: dict) -> list[dict]:
+    """A stratum's points to evaluate first, without the stratum's keys: the space's points at
+    this split, else its first point moved to this split (the paper gives one T per data set,
+    and the space names its point at the paper's split)."""
     same = [p for p in points if all(p.get(k) == v for k, v in stratum.items())]
-    point = dict(same[0] if same else points[0])
-    for k in stratum:
-        point.pop(k, None)
-    return point
+    return [{k: v for k, v in p.items() if k not in stratum} for p in (same or points[:1])]
 
 
 def optuna_study_name(dataset: str, study: str, stratum: dict | None = None) -> str:

@@ -25,12 +25,17 @@ def study_rows(store: Store, dataset: str, study: str) -> list[TrialRecord]:
 
 
 def print_summary(store: Store, study: str, dataset: str, parent_run_id: str,
-                  top: int = 10, objectives: list | None = None) -> None:
+                  top: int = 10, objectives: list | None = None, plan: dict | None = None
+                  ) -> None:
     """The end-of-study work's console and records: the table of the best trials, the best
     one on the parent run and registered, the parent FINISHED, the disk held, what to run next.
     Each step is safe to repeat (``study.lifecycle.finish``)."""
     rows = study_rows(store, dataset, study)
     print_table(rows, study, top, objectives)
+    if plan is not None and plan.get("compare"):  # a --compare study: its answer
+        from study.compare import comparison_table
+
+        log("\n" + comparison_table(rows, plan).text())
     best = next((r for r in rows if r.model_uri and r.linear_val_acc is not None), None)
     from mlflow.tracking import MlflowClient
 

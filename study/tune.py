@@ -58,11 +58,14 @@ def parse_args(argv: list[str] | None):
                         "cell x seed trained to its end, no search, no early stopping")
     p.add_argument("--config", type=Path, default=None,
                    help="a study.export YAML: re-run its chosen points (no search)")
+    p.add_argument("--compare", default=None, metavar="STUDY",
+                   help="after a search: re-run its best configuration of each K and the "
+                        "paper's point at that K with --seeds seeds each, and compare them")
     p.add_argument("--keep-weights", type=keep_weights_arg, default=None, metavar="N|all",
                    help="finished trials whose encoder weights stay in MLflow, best first by "
                         "validation accuracy (default: the space's keep_weights, 3)")
     p.add_argument("--seeds", type=int, default=None,
-                   help="with --grid or --config: seeds per cell, from --seed on "
+                   help="with --grid, --config or --compare: seeds per point, from --seed on "
                         "(default: the budget's, 3 unless it says otherwise)")
     return p.parse_args(argv)
 

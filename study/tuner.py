@@ -12,7 +12,7 @@ from study.plan import Plan
 from study.space import SearchSpace
 from study.state import repair_checkpoints, saved_state
 from study.store import Store, git_commit
-from study.strata import optuna_study_name, optuna_study_names, paper_point
+from study.strata import optuna_study_name, optuna_study_names, paper_points
 from trainables.tune_trainable import OBJECTIVE, TrialSetup, run_trial
 
 FAIL_ONCE_ENV = "SLS_TEST_FAIL_ONCE_AT_EPOCH"  # test-only switch: each trial raises once there
@@ -40,7 +40,7 @@ def make_tuner(store: Store, plan: Plan, space: SearchSpace, resume: bool,
     if resume:  # stopped before Ray saved any state: nothing Ray knows of to continue
         log(f"study {plan.study} stopped before its first trial was saved; starting its trials")
         forget_unsaved_search(store, plan)
-    if plan.config_file or plan.grid:
+    if plan.kind != "search":
         return _rerun_tuner(store, plan, space, trainable, setup, status_every)
     return _new_tuner(store, plan, space, trainable, setup, status_every)
 
@@ -48,7 +48,7 @@ def make_tuner(store: Store, plan: Plan, space: SearchSpace, resume: bool,
 def forget_unsaved_search(store: Store, plan: Plan) -> None:
     """The Optuna trials of a study that Ray never saved: no Ray trial will continue them, and
     a fresh searcher would queue the points to evaluate a second time."""
-    if plan.grid or plan.config_file:
+    if plan.kind != "search":
         return
     import optuna
 
@@ -118,10 +118,9 @@ def _new_tuner(store: Store, plan: Plan, space: SearchSpace, trainable, setup: T
             distributions.pop(k)
         searchers = []
         for stratum, share in zip(plan.strata, plan.shares):
-            point = paper_point(space.points_to_evaluate, stratum)
             searchers.append(StudySearch(
                 space=distributions, metric=metric, mode=mode,
-                points_to_evaluate=[point] if point else None,
+                points_to_evaluate=paper_points(space.points_to_evaluate, stratum) or None,
                 sampler=_sampler(plan, share),
                 study_name=optuna_study_name(plan.dataset, plan.study, stratum), storage=storage,
             ))
@@ -185,7 +184,7 @@ def _rerun_tuner(store: Store, plan: Plan, space: SearchSpace, trainable, setup:
         points = space.grid(plan.grid)  # overrides of the study's base (the space's train:)
     else:
         points = []
-        for point in export_points(plan.config_file):
+        for point in (plan.points or export_points(plan.config_file)):
             point = {k: v for k, v in point.items() if k not in ("data_dir", "seed")}
             if plan.epochs:
                 point["epochs"] = plan.epochs

@@ -166,10 +166,15 @@ def check_complete(study: Study) -> None:
         if "lost" in r.data.tags:
             assert r.info.status == "KILLED"
 
-    storage = optuna.storages.RDBStorage(study.store.optuna_url)
-    trials = optuna.load_study(study_name=f"digits/{study.name}", storage=storage).trials
+    # Each split kept its own search across every stop: its Optuna study holds its share.
+    per_stratum = optuna_trials(study)
+    assert list(per_stratum) == ["digits/" + study.name + "/K=1", "digits/" + study.name + "/K=2"]
+    for name, trials in per_stratum.items():
+        states = [t.state.name for t in trials]
+        assert sum(s in ("COMPLETE", "PRUNED") for s in states) == study.trials // 2, (name,
+                                                                                        states)
+    trials = [t for ts in per_stratum.values() for t in ts]
     states = [t.state.name for t in trials]
-    assert sum(s in ("COMPLETE", "PRUNED") for s in states) == study.trials, states
     assert not {"RUNNING", "WAITING"} & set(states), states
     # FAIL only for a trial that failed, or one the searcher proposed that no run continued
     # (a stopped driver's), marked lost.
@@ -179,6 +184,17 @@ def check_complete(study: Study) -> None:
     assert len(versions) == 1, [v.version for v in versions]
     record = study.store.load_study(study.name)
     assert record["completed"] > 0
+
+
+def optuna_trials(study: Study) -> dict[str, list]:
+    """The study's Optuna trials, by Optuna study: one per split (study.strata)."""
+    from study.plan import Plan
+    from study.strata import optuna_study_names
+
+    storage = optuna.storages.RDBStorage(study.store.optuna_url)
+    plan = Plan(**study.store.load_study(study.name))
+    return {name: optuna.load_study(study_name=name, storage=storage).trials
+            for name in optuna_study_names(plan)}
 
 
 def check_resume_of_a_complete_study_changes_nothing(study: Study) -> None:
@@ -267,9 +283,7 @@ def test_ctrl_c_when_the_last_wave_has_just_started(tmp_path):
     code, console = study.end(proc)
     check_stopped(study, code, console)
     assert "2 of 4 trials ended" in console
-    storage = optuna.storages.RDBStorage(study.store.optuna_url)
-    states = [t.state.name for t in optuna.load_study(
-        study_name="digits/last", storage=storage).trials]
+    states = [t.state.name for ts in optuna_trials(study).values() for t in ts]
     assert "FAIL" not in states, states  # nothing Ray will resume was closed
     study.complete()
     check_complete(study)

@@ -47,7 +47,7 @@ train: {batch_size: 128, K: 4, threshold: 0.0, tau: 0.5, lr: 1.0e-3, weight_deca
 search:
   threshold: {type: float, low: -1.0, high: 0.9}
   tau: {type: float, low: 0.1, high: 1.0, log: true}
-  K: {type: categorical, choices: [2, 4]}
+  K: {type: categorical, choices: [2]}
   lr: {type: categorical, choices: [1.0e-3, 0.1, 1.0e+30]}
   weight_decay: {type: categorical, choices: [1.0e-6, 1000.0]}
 points_to_evaluate:
@@ -105,7 +105,7 @@ def test_study_tracks_every_trial_as_it_ended_and_exports(ray_session, tmp_path)
     assert client.search_model_versions("name = 's1-encoder'"), "best encoder not registered"
 
     # Optuna's trials, their values and their states, against MLflow's runs.
-    study = optuna.load_study(study_name="digits/s1", storage=store.optuna_url)
+    study = optuna.load_study(study_name="digits/s1/K=2", storage=store.optuna_url)
     states = {_fate(t.params): t for t in study.trials}
     assert {f: t.state.name for f, t in states.items()} == {
         "diverged": "COMPLETE", "finished": "COMPLETE", "stopped": "PRUNED"}
@@ -258,7 +258,7 @@ def _cli(*args, cwd):
         (["--dataset", "digits", "--grid", "table2"],
          "search_spaces/digits.yaml: grid 'table2' is not defined; allowed: table1, ablation, "
          "tsweep"),
-        (["--dataset", "digits", "--seeds", "2"], "error: --seeds goes with --grid or --config"),
+        (["--dataset", "digits", "--seeds", "2"], "error: --seeds goes with --grid, --config or --compare"),
         (["--dataset", "digits", "--grid", "table1", "--seeds", "0"], "error: --seeds 0 must be"),
         (["--dataset", "digits", "--address", "somewhere"],
          "error: --address 'somewhere' is not HOST:PORT, ray://HOST:PORT or auto"),

@@ -17,6 +17,7 @@ import numpy as np
 
 from study.paper import PAPER_T, PaperCell, paper_cell
 from study.pareto import Point, finished_points, front
+from study.plan import plan_kind
 from study.records import TrialRecord as Trial
 from study.records import ranked, read_trials
 from study.store import Store
@@ -32,7 +33,7 @@ Kept = dict[str, dict[int, list[tuple[int, float]]]]
 class StudyRecord:
     name: str
     dataset: str
-    kind: str  # grid, rerun or search
+    kind: str  # search, grid, rerun or compare (study.plan.plan_kind)
     grid: str
     parent_run_id: str
     experiment_id: str
@@ -48,7 +49,7 @@ def load_study(store: Store, study: str) -> StudyRecord:
     """The study's plan and every trial run of it; one line when there is nothing to report."""
     plan = store.load_study(study)  # names the known studies when ``study`` is not one
     trials = read_trials(store, plan["dataset"], study)
-    kind = "grid" if plan.get("grid") else "rerun" if plan.get("config_file") else "search"
+    kind = plan_kind(plan)
     record = StudyRecord(study, plan["dataset"], kind, plan.get("grid", ""),
                          plan["parent_run_id"], plan["experiment_id"],
                          sorted(trials, key=lambda t: t.trial_id), plan)
@@ -267,7 +268,7 @@ def compared_trials(record: StudyRecord) -> dict[str, Trial]:
     of its deepest split (the paper draws these figures at its deepest K), and the best of the
     same K on the other side of T = none."""
     pool = record.finished
-    if record.kind not in ("grid", "rerun"):
+    if record.kind == "search":
         out = {}
         for K in sorted({t.K for t in pool}):
             best = next(t for t in pool if t.K == K)

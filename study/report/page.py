@@ -11,6 +11,7 @@ import html
 import time
 from pathlib import Path
 
+from study.compare import comparison_table
 from study.report import data, figures
 from study.report.data import MIN_IMPORTANCE_TRIALS, StudyRecord
 from study.report.tables import (
@@ -104,7 +105,12 @@ def build(store: Store, record: StudyRecord) -> tuple[str, list[Table]]:
     """The report's HTML and the tables it shows (printed to the terminal too)."""
     tables: list[Table] = []
     sections: list[str] = []
-    if record.kind in ("grid", "rerun"):
+    if record.kind == "compare":
+        compared = comparison_table(record.trials, record.plan)
+        tables.append(compared)
+        sections.append('<h2 id="compare">The searched T against the paper\'s, over seeds</h2>'
+                        + compared.html())
+    if record.kind != "search":
         tables.append(grid_table(record))
         gain = gain_table(record)
         if gain is not None:

@@ -42,6 +42,15 @@ class Stat:
         std = statistics.stdev(values) if len(values) > 1 else None
         return cls(statistics.fmean(values), std, len(values))
 
+    def interval(self) -> tuple[float, float] | None:
+        """The 95% t-interval of the mean; None with one value."""
+        if self.std is None:
+            return None
+        from scipy.stats import t
+
+        half = t.ppf(0.975, self.n - 1) * self.std / math.sqrt(self.n)
+        return self.mean - half, self.mean + half
+
 
 @dataclass
 class Column:
@@ -225,3 +234,4 @@ def importance_table(importances: dict[str, float], stratum: str = "") -> Table:
     return Table("Parameter importances" + (f", {stratum}" if stratum else ""),
                  ["parameter", "importance"],
                  [[k, f"{v:.3f}"] for k, v in importances.items()])
+
