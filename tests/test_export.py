@@ -66,3 +66,24 @@ def test_a_study_with_nothing_finished_cannot_be_exported(store):
     client.log_batch(run.info.run_id, params=[Param("K", "2")])
     with pytest.raises(ConfigError, match="study 'empty' has no finished trial"):
         export(store, "digits", "empty")
+
+
+def test_export_lists_every_split_of_the_study(store, capsys):
+    """A split with no finished trial gets an explicit line, never silence."""
+    data = export(store, "digits", "s")
+    assert {K: (e["finished"], e["trials"]) for K, e in data["per_K"].items()} == {
+        2: (2, 2), 4: (3, 3)}
+    assert data["K_without_finished_trial"] == {8: {
+        "trials": 2, "finished": 0, "stopped_early": 1, "diverged": 1,
+        "why": "2 trial(s), none finished: 1 stopped early, 1 diverged"}}
+    # The study's record names its splits: one where no trial ran is listed too.
+    store.save_study("s", {"dataset": "digits", "strata": [{"K": 1}, {"K": 2}, {"K": 4},
+                                                            {"K": 8}]})
+    assert export(store, "digits", "s")["K_without_finished_trial"][1]["why"] == \
+        "no trial ran at this split"
+    assert main(["--dataset", "digits", "--study", "s", "--store", str(store.root),
+                 "--out", str(store.root / "best.yaml")]) == 0
+    err = capsys.readouterr().err
+    assert "K=1: no best T: no trial ran at this split" in err
+    assert "K=2: T=0.1 tau=0.5  val 0.8000 test 0.7000  (best of 2 finished, 2 trial(s))" in err
+    assert "K=8: no best T: 2 trial(s), none finished: 1 stopped early, 1 diverged" in err
