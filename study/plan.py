@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from study.exportfile import points as export_points
-from study.space import load_space, resolve_space, space_path
+from study.space import SearchSpace, load_space, resolve_space, space_path
 from study.store import Store
 from study.strata import check_K, label, parse_K, shares, strata_of
 from trainables.errors import ConfigError
@@ -59,25 +59,7 @@ def plan_kind(plan: dict) -> str:
 
 
 def new_plan(store: Store, args) -> Plan:
-    import torch
-
-    compare = getattr(args, "compare", None)
-    if compare is not None:  # the searched study's space and budget
-        searched = Plan(**store.load_study(compare))
-        if args.space:
-            raise ConfigError(f"--compare {compare} re-runs in that study's space "
-                              f"({searched.space_file}); leave out --space")
-        if searched.dataset != args.dataset:
-            raise ConfigError(f"--compare {compare} is a study of {searched.dataset}, not "
-                              f"--dataset {args.dataset}")
-        space = load_space(searched.space_file)
-    else:
-        space = load_space(resolve_space(args.space) if args.space else space_path(args.dataset))
-    if space.dataset != args.dataset:
-        raise ConfigError(f"{space.source}: dataset {space.dataset!r} does not match "
-                          f"--dataset {args.dataset}")
-    default_budget = searched.budget if compare is not None else (
-        "short" if torch.cuda.is_available() else "smoke")
+    space, default_budget = _space(store, args)
     budget_name = args.budget or default_budget
     budget = space.budget(budget_name)
     for flag in ("trials", "epochs", "concurrency"):
@@ -89,39 +71,16 @@ def new_plan(store: Store, args) -> Plan:
         if value is not None and (value < 0 or (flag == "cpus_per_trial" and value == 0)):
             raise ConfigError(f"--{flag.replace('_', '-')} {value} must be "
                               f"{'> 0' if flag == 'cpus_per_trial' else '>= 0'}")
-    trials, epochs = args.trials or budget.trials, args.epochs or budget.epochs
-    seeds = args.seeds if args.seeds is not None else budget.seeds
+    compare = getattr(args, "compare", None)
     kinds = [f for f, v in (("--grid", args.grid), ("--config", args.config),
                             ("--compare", compare)) if v is not None]
     if len(kinds) > 1:
         raise ConfigError(f"{' and '.join(kinds)} are different kinds of study; give one")
-    only_K = parse_K(args.K) if args.K else []
-    if only_K:
-        if kinds:
-            raise ConfigError(f"--K restricts a search to splits; the points of {kinds[0]} "
-                              f"name their own K")
-        check_K(only_K, space.search, space.source)
-    strata = [] if kinds else \
-        strata_of(space.search, space.objectives, only_K)
-    per_K = getattr(args, "trials_per_K", None)
-    if per_K is not None:
-        if per_K < 1:
-            raise ConfigError(f"--trials-per-K {per_K} must be >= 1")
-        if not strata:
-            raise ConfigError("--trials-per-K goes with a search over splits (a space that "
-                              "searches K with one objective)")
-        if args.trials is not None:
-            raise ConfigError("--trials and --trials-per-K both set the number of trials; "
-                              "give one")
-        trials = per_K * len(strata)
-    if strata and args.trials is None and per_K is None:
-        trials = max(trials, len(strata))  # the budget's trials, at least one per split
-    if strata and trials < len(strata):
-        raise ConfigError(f"--trials {trials} leaves a split without a trial: a search gives "
-                          f"each of its {len(strata)} splits ({', '.join(map(label, strata))}) "
-                          f"its share; give at least {len(strata)}, or choose splits with --K")
+    trials, epochs = args.trials or budget.trials, args.epochs or budget.epochs
+    seeds = args.seeds if args.seeds is not None else budget.seeds
     if seeds < 1:
         raise ConfigError(f"--seeds {seeds} must be >= 1")
+    only_K, strata, points, arms = [], [], [], []
     if args.config is not None:
         # Every exported point over every seed, each for its own epochs unless --epochs.
         trials, epochs = len(export_points(args.config)) * seeds, args.epochs or 0
@@ -135,6 +94,11 @@ def new_plan(store: Store, args) -> Plan:
     elif args.seeds is not None:
         raise ConfigError("--seeds goes with --grid, --config or --compare (a search samples "
                           "its points)")
+    else:
+        only_K, strata, trials = _strata(args, space, trials)
+    if args.K and kinds:
+        raise ConfigError(f"--K restricts a search to splits; the points of {kinds[0]} name "
+                          f"their own K")
     kind = ("rerun" if args.config is not None
             else f"{args.grid}-{budget_name}" if args.grid is not None else budget_name)
     study = args.study_name or (f"{compare}-vs-paper" if compare is not None else
@@ -153,7 +117,57 @@ def new_plan(store: Store, args) -> Plan:
         grid=args.grid or "",
         keep_weights=args.keep_weights or space.keep_weights,
         objectives=[[o.metric, o.mode] for o in space.objectives],
-        compare=compare or "", points=points if compare is not None else [],
-        arms=arms if compare is not None else [],
+        compare=compare or "", points=points, arms=arms,
         K=only_K, strata=strata, shares=shares(trials, len(strata)) if strata else [],
     )
+
+
+def _space(store: Store, args) -> tuple[SearchSpace, str]:
+    """The study's space and default budget: ``--space`` or the data set's, or with
+    ``--compare`` the searched study's."""
+    compare = getattr(args, "compare", None)
+    if compare is not None:
+        searched = Plan(**store.load_study(compare))
+        if args.space:
+            raise ConfigError(f"--compare {compare} re-runs in that study's space "
+                              f"({searched.space_file}); leave out --space")
+        if searched.dataset != args.dataset:
+            raise ConfigError(f"--compare {compare} is a study of {searched.dataset}, not "
+                              f"--dataset {args.dataset}")
+        space, default_budget = load_space(searched.space_file), searched.budget
+    else:
+        import torch
+
+        space = load_space(resolve_space(args.space) if args.space else space_path(args.dataset))
+        default_budget = "short" if torch.cuda.is_available() else "smoke"
+    if space.dataset != args.dataset:
+        raise ConfigError(f"{space.source}: dataset {space.dataset!r} does not match "
+                          f"--dataset {args.dataset}")
+    return space, default_budget
+
+
+def _strata(args, space: SearchSpace, trials: int) -> tuple[list[int], list[dict], int]:
+    """A search's splits (``--K``), its strata and its trials (``--trials-per-K``, at least one
+    per split)."""
+    only_K = parse_K(args.K) if args.K else []
+    if only_K:
+        check_K(only_K, space.search, space.source)
+    strata = strata_of(space.search, space.objectives, only_K)
+    per_K = getattr(args, "trials_per_K", None)
+    if per_K is not None:
+        if per_K < 1:
+            raise ConfigError(f"--trials-per-K {per_K} must be >= 1")
+        if not strata:
+            raise ConfigError("--trials-per-K goes with a search over splits (a space that "
+                              "searches K with one objective)")
+        if args.trials is not None:
+            raise ConfigError("--trials and --trials-per-K both set the number of trials; "
+                              "give one")
+        trials = per_K * len(strata)
+    elif strata and args.trials is None:
+        trials = max(trials, len(strata))  # the budget's trials, at least one per split
+    if strata and trials < len(strata):
+        raise ConfigError(f"--trials {trials} leaves a split without a trial: a search gives "
+                          f"each of its {len(strata)} splits ({', '.join(map(label, strata))}) "
+                          f"its share; give at least {len(strata)}, or choose splits with --K")
+    return only_K, strata, trials
