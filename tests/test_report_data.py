@@ -84,6 +84,11 @@ def test_best_per_K_is_chosen_on_validation_accuracy_never_test():
     rows = tables.best_per_K_table(record).rows
     assert [(r[0], r[1], r[6], r[8], r[9], r[10]) for r in rows] == [
         ("1", "none", "60.0", "78.0", "0.3", "c"), ("2", "0.3", "75.0", "50.0", "0.3", "b")]
+    assert [r[11] for r in rows] == ["1/2", "2/2"]  # finished / trials at that K
+    unfinished = study([*trials, trial("e", K=8, status="KILLED")], kind="search")
+    assert tables.best_per_K_table(unfinished).note == "K=8: none of 1 trial(s) finished"
+    # Every trial, grouped by K in a search (each split is its own search), best first in each.
+    assert [r[0] for r in tables.trials_table(unfinished).rows] == ["c", "d", "b", "a", "e"]
 
 
 def test_trials_table_ranks_every_trial_and_counts_their_states():
@@ -185,3 +190,24 @@ def test_figures_draw_the_gathered_numbers():
                  figures.fig_accuracy_vs_threshold(
                      data.threshold_points(study(GRID), "linear_test_acc"), "linear test")):
         assert html.startswith('<img alt="figure" src="data:image/png;base64,')
+
+
+@pytest.mark.parametrize("directions", [["maximize"], ["maximize", "minimize"]])
+def test_importances_are_for_the_best_trials_of_a_maximised_objective(directions):
+    """The best trials differ in tau, the worst in T: a maximised accuracy's importances name
+    tau, in a one- and a two-objective study alike (a target taken as minimised would name T)."""
+    import optuna
+    from optuna.distributions import FloatDistribution
+
+    rng = np.random.default_rng(0)
+    study_ = optuna.create_study(directions=directions)
+    dists = {"tau": FloatDistribution(0.0, 1.0), "threshold": FloatDistribution(0.0, 1.0)}
+    for _ in range(60):
+        p = {"tau": float(rng.uniform()), "threshold": float(rng.uniform())}
+        acc = 1.0 if p["tau"] > 0.85 else 0.5 - 0.4 * (p["threshold"] > 0.85)
+        study_.add_trial(optuna.trial.create_trial(
+            params=p, distributions=dists, values=[acc, 1.0][:len(directions)]))
+    objectives = [["knn_val_acc", "max"], ["max_block_head_macs", "min"]][:len(directions)]
+    result = data._optuna_result(study_, study([], kind="search",
+                                               plan={"objectives": objectives}))
+    assert result.maximize and list(result.importances)[0] == "tau", result.importances

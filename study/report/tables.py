@@ -200,14 +200,19 @@ def best_per_K_table(record: StudyRecord) -> Table:
 
 
 def trials_table(record: StudyRecord) -> Table:
+    """Every trial, best first; a search's grouped by K (each split is its own search)."""
+    order = ranked(record.trials)
+    by_K = record.kind == "search" and len({t.K for t in order}) > 1
+    if by_K:
+        order = sorted(order, key=lambda t: t.K)  # stable: best first within each K
     rows = [[t.trial_id, str(t.K), t_text(t.threshold), f"{t.params.get('tau', 0.5):.3g}",
              t.params.get("subsample", "both"), str(t.params.get("seed", 0)),
              _pct(t.metrics["knn_val_acc"]) if "knn_val_acc" in t.metrics else "-",
              _pct(t.metrics["linear_val_acc"]) if "linear_val_acc" in t.metrics else "-",
              str(t.epochs or "-"), t.state]
-            for t in ranked(record.trials)]
+            for t in order]
     states = Counter(t.state for t in record.trials)
-    return Table("Every trial, best first by validation accuracy",
+    return Table("Every trial" + (" by K" if by_K else "") + ", best first by validation accuracy",
                  ["trial", "K", "T", "tau", "subsample", "seed", "kNN val %", "linear val %",
                   "epochs", "state"], rows,
                  ", ".join(f"{n} {s}" for s, n in states.items()))
