@@ -110,7 +110,7 @@ def new_plan(store: Store, args) -> Plan:
         study=study, dataset=args.dataset, space_file=str(Path(space.source).resolve()),
         budget=budget_name, trials=trials, epochs=epochs,
         concurrency=args.concurrency or budget.concurrency, gpus_per_trial=0.0,
-        cpus_per_trial=0.0, data_dir=str(Path(args.data_dir).expanduser().resolve()),
+        cpus_per_trial=0.0, data_dir=_data_dir(store, args),
         seed=args.seed, created=time.time(),
         config_file=str(args.config.resolve()) if args.config is not None else "",
         seeds=seeds if kinds else 1,
@@ -120,6 +120,13 @@ def new_plan(store: Store, args) -> Plan:
         compare=compare or "", points=points, arms=arms,
         K=only_K, strata=strata, shares=shares(trials, len(strata)) if strata else [],
     )
+
+
+def _data_dir(store: Store, args) -> str:
+    """``--data-dir``, else the searched study's (``--compare``: the same data), else ``data``."""
+    if args.data_dir is None and getattr(args, "compare", None):
+        return store.load_study(args.compare)["data_dir"]
+    return str(Path(args.data_dir or "data").expanduser().resolve())
 
 
 def _space(store: Store, args) -> tuple[SearchSpace, str]:

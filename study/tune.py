@@ -51,7 +51,8 @@ def parse_args(argv: list[str] | None):
     p.add_argument("--store", default="mlruns", help="folder of the local records")
     p.add_argument("--status-every", type=float, default=60.0, metavar="SECONDS",
                    help="print a study line (done, running, best, time left) this often")
-    p.add_argument("--data-dir", default="data")
+    p.add_argument("--data-dir", default=None,
+                   help="default: data (with --compare: the searched study's)")
     p.add_argument("--seed", type=int, default=0, help="seeds the sampler and every trial")
     p.add_argument("--grid", default=None,
                    help="run a grid of the space's YAML (table1, ablation, tsweep, ...): every "
