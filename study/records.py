@@ -166,12 +166,13 @@ def read_trials(store: Store, dataset: str, study: str) -> list[TrialRecord]:
 
 
 def to_record(run) -> TrialRecord:
-    steps = {m.key: m.step for m in run.data._metric_objs}  # each metric's latest step
+    # The last epoch logged by any metric: a diverged trial's last epoch has no kNN value.
+    last = max((m.step for m in run.data._metric_objs), default=0)
     return TrialRecord(
         trial_id=run.data.tags[TRIAL_ID], run_id=run.info.run_id, status=run.info.status,
         params={k: parse_param(v) for k, v in run.data.params.items()},
         metrics=dict(run.data.metrics), tags=dict(run.data.tags),
-        last_epoch=int(steps.get(KNN_VAL, 0)),
+        last_epoch=int(last),
     )
 
 

@@ -39,7 +39,8 @@ def store(tmp_path):
     _run(client, exp, "b", metrics={records.LINEAR_VAL: 0.8},
          tags={records.ENCODER_STATE: "deleted", records.WEIGHTS_KEPT: "false"})
     _run(client, exp, "c", status="KILLED", tags={records.EARLY_STOPPED: "true"}, steps=1)
-    _run(client, exp, "d", status="FAILED", tags={records.DIVERGED: "true"}, steps=1)
+    d = _run(client, exp, "d", status="FAILED", tags={records.DIVERGED: "true"}, steps=1)
+    client.log_metric(d, "epoch_seconds", 1.0, step=2)  # the epoch it diverged in: no kNN
     _run(client, exp, "e", status="KILLED", tags={records.LOST: "killed"}, steps=0)
     _run(client, exp, "f", status="RUNNING", steps=1)
     _run(client, exp, "x", study="other")
@@ -55,6 +56,7 @@ def test_each_trial_is_read_once_with_its_state(store):
     assert (a.K, a.threshold, a.params["tau"]) == (4, 0.3, 0.5)  # parsed back from strings
     assert (a.linear_val_acc, a.linear_test_acc) == (0.7, 0.6)
     assert a.epochs == 2 and trials[2].epochs == 1  # a stopped trial: its last epoch logged
+    assert trials[3].epochs == 2  # a diverged trial: the epoch it diverged in counts
     assert a.model_uri == "runs:/a/enc" and trials[1].model_uri is None  # weights dropped
     assert read_trials(store, "fmnist", "s") == []
 

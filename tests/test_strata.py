@@ -46,7 +46,7 @@ def test_eight_trials_over_two_splits_run_four_and_four_each_from_the_papers_poi
     # The paper's point first in every split (the space names it at K = 4; K = 2 gets it moved).
     assert configs[0] == {"K": 2, "threshold": 0.0, "tau": 0.5}
     assert configs[1] == {"K": 4, "threshold": 0.0, "tau": 0.5}
-    for i, c in enumerate(configs):
+    for i in range(8):
         s.on_trial_complete(f"t{i}", {"knn_val_acc": 0.5 + 0.01 * i, "trial_finished": True})
     for K in (2, 4):
         study = optuna.load_study(study_name=f"digits/s/K={K}", storage=storage)

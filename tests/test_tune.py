@@ -258,7 +258,8 @@ def _cli(*args, cwd):
         (["--dataset", "digits", "--grid", "table2"],
          "search_spaces/digits.yaml: grid 'table2' is not defined; allowed: table1, ablation, "
          "tsweep"),
-        (["--dataset", "digits", "--seeds", "2"], "error: --seeds goes with --grid, --config or --compare"),
+        (["--dataset", "digits", "--seeds", "2"],
+         "error: --seeds goes with --grid, --config or --compare"),
         (["--dataset", "digits", "--grid", "table1", "--seeds", "0"], "error: --seeds 0 must be"),
         (["--dataset", "digits", "--K", "3"],
          "error: --K 3 is not a split of "),
