@@ -98,6 +98,9 @@ def test_trials_table_ranks_every_trial_and_counts_their_states():
     assert table.note == "5 finished, 1 failed"
     assert table.text().splitlines()[1].split() == table.headers[:6] + [
         "kNN", "val", "%", "linear", "val", "%", "epochs", "state"]
+    short = table.text(limit=2).splitlines()  # the terminal's: bounded, the rest in the HTML
+    assert [r.split()[0] for r in short[2:4]] == ["t5", "t4"]
+    assert short[4:] == ["... 4 more row(s) in the report's HTML", "5 finished, 1 failed"]
 
 
 def test_stat_leaves_out_missing_values_and_has_no_std_of_one():

@@ -17,6 +17,8 @@ from study.report.page import ARTIFACT_DIR, REPORT_FILE, build, log_to_parent_ru
 from study.store import Store
 from trainables.errors import ConfigError
 
+TERMINAL_ROWS = 20  # a table's rows on the terminal; the HTML holds them all
+
 
 def main(argv: list[str] | None = None) -> int:
     p = parser("python -m study.report", __doc__)
@@ -36,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     page, tables = build(store, record)
     path = write(page, (args.out or Path("reports") / study).resolve())
     for table in tables:
-        log("\n" + table.text())
+        log("\n" + table.text(limit=TERMINAL_ROWS))
     log_to_parent_run(store, record, path)
     log(f"\nwrote {path} ({len(page) // 1024} KiB, self-contained) and logged it to the study's "
         f"parent run as {ARTIFACT_DIR}/{REPORT_FILE}")

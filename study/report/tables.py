@@ -123,11 +123,16 @@ class Table:
     rows: list[list[str]]
     note: str = ""
 
-    def text(self) -> str:
-        widths = [max(len(h), *(len(r[i]) for r in self.rows)) if self.rows else len(h)
+    def text(self, limit: int | None = None) -> str:
+        """The table for a terminal: its first ``limit`` rows (all without), then a line
+        saying how many more the HTML holds."""
+        rows = self.rows if limit is None else self.rows[:limit]
+        widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
                   for i, h in enumerate(self.headers)]
         line = lambda cells: "  ".join(c.rjust(w) for c, w in zip(cells, widths))  # noqa: E731
-        out = [self.title, line(self.headers), *(line(r) for r in self.rows)]
+        out = [self.title, line(self.headers), *(line(r) for r in rows)]
+        if len(rows) < len(self.rows):
+            out.append(f"... {len(self.rows) - len(rows)} more row(s) in the report's HTML")
         return "\n".join(out + ([self.note] if self.note else []))
 
     def html(self) -> str:
