@@ -64,7 +64,8 @@ def test_smoke_study_through_a_ray_head_and_an_mlflow_server(tmp_path):
                   "the Ray head", head)
         res = subprocess.run(
             [sys.executable, "-m", "study.tune", "--dataset", "digits", "--budget", "smoke",
-             "--trials", "2", "--epochs", "1", "--concurrency", "2", "--gpus-per-trial", "0",
+             "--trials", "2", "--K", "2,4", "--epochs", "1", "--concurrency", "2",
+             "--gpus-per-trial", "0",
              "--cpus-per-trial", "1", "--address", f"127.0.0.1:{ray_port}",
              "--tracking-uri", uri, "--store", str(tmp_path / "store"),
              "--study-name", "remote"],

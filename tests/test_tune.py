@@ -183,7 +183,7 @@ def test_failed_trial_resumes_from_its_checkpoint_in_its_own_run(
 ):
     monkeypatch.setenv(FAIL_ONCE_ENV, "2")
     store = Store.at(tmp_path / "mlruns")
-    assert main([*SMOKE, "--trials", "1", "--epochs", "3", "--gpus-per-trial", "0",
+    assert main([*SMOKE, "--trials", "1", "--K", "4", "--epochs", "3", "--gpus-per-trial", "0",
                  "--store", str(store.root), "--study-name", "s3"]) == 0
     assert list((store.root / "fail_markers" / "s3").iterdir()), "the failure never happened"
     client, _, trials = _runs(store, "s3")
