@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from study.records import TrialRecord, parse_param, ranked, read_trials
 from study.report.tables import Stat, Table
 from study.store import Store
-from study.strata import paper_points
+from study.strata import paper_points, study_splits
+from trainables.config import TrainConfig
 from trainables.errors import ConfigError
 
 ARMS = ("searched", "paper")
@@ -42,7 +43,7 @@ def compare_points(store: Store, dataset: str, searched: str, space) -> tuple[li
     searched_keys = [k for k in space.search if k not in ("K", "head")]
     points: list[dict] = []
     arms = []
-    for K in sorted({t.K for t in trials}):
+    for K in sorted(set(study_splits(store, searched)) | {t.K for t in trials}):
         best = next((t for t in finished if t.K == K), None)
         at = [t for t in trials if t.K == K]
         if best is None:
@@ -55,7 +56,12 @@ def compare_points(store: Store, dataset: str, searched: str, space) -> tuple[li
         if paper is None:
             raise ConfigError(f"--compare {searched}: {space.source} has no points_to_evaluate, "
                               f"so no paper's point to compare with")
-        paper_config = {**config, **{k: v for k, v in paper.items() if k in searched_keys}}
+        # The paper's protocol for every searched value: its point's, else the space's train:
+        # (the searched best differs from it in what the search chose, nothing else).
+        protocol = {k: getattr(space.train, k, TrainConfig.__dataclass_fields__[k].default)
+                    for k in searched_keys}
+        paper_config = {**config, **protocol,
+                        **{k: v for k, v in paper.items() if k in searched_keys}}
         arm = {"K": K, "trials": len(at), "finished": sum(t.K == K for t in finished)}
         for name, c in (("searched", config), ("paper", paper_config)):
             if c not in points:
@@ -108,13 +114,15 @@ def comparison(trials: list[TrialRecord], points: list[dict], arms: list[dict]) 
             continue
         s, p = by_point.get(arm["searched"], {}), by_point.get(arm["paper"], {})
         for metric, _ in METRICS:
-            seeds = sorted(set(s) & set(p))
+            # Both arms over the seeds they share, so that the difference of the means is the
+            # mean of the differences.
+            seeds = [k for k in sorted(set(s) & set(p))
+                     if metric in s[k].metrics and metric in p[k].metrics]
             rows.append(Row(
                 arm["K"], metric,
-                Stat.of([t.metrics.get(metric) for t in s.values()]),
-                Stat.of([t.metrics.get(metric) for t in p.values()]),
-                Stat.of([s[k].metrics.get(metric) - p[k].metrics.get(metric) for k in seeds
-                         if metric in s[k].metrics and metric in p[k].metrics]),
+                Stat.of([s[k].metrics[metric] for k in seeds]),
+                Stat.of([p[k].metrics[metric] for k in seeds]),
+                Stat.of([s[k].metrics[metric] - p[k].metrics[metric] for k in seeds]),
                 arm["searched"] == arm["paper"], points[arm["searched"]], points[arm["paper"]]))
     return rows
 

@@ -14,10 +14,9 @@ import yaml
 from study._cli import log, parser, run
 from study.exportfile import CONFIG_KEYS, load_export, points  # noqa: F401 (the file's API)
 from study.pareto import finished_points, front
-from study.plan import plan_kind
 from study.records import TrialRecord
-from study.space import load_space
 from study.store import Store
+from study.strata import study_splits
 from study.summary import study_rows
 from trainables.data import SPECS
 from trainables.errors import ConfigError
@@ -96,25 +95,6 @@ def _why(rows: list[TrialRecord], K: int) -> str:
     if rest:
         parts.append(f"{rest} not finished (failed, lost, or still running)")
     return f"{c['trials']} trial(s), none finished: {', '.join(parts)}"
-
-
-def study_splits(store: Store, study: str) -> list[int]:
-    """The splits a study covers: its strata, the K its space searches (narrowed by --K), or
-    its grid's; [] where its record or space is gone (then the K its trials ran)."""
-    if not store.study_file(study).is_file():
-        return []
-    plan = store.load_study(study)
-    if plan.get("strata"):
-        return [s["K"] for s in plan["strata"] if "K" in s]
-    try:
-        space = load_space(plan["space_file"])
-    except ConfigError:
-        return []
-    if plan.get("grid"):
-        return list(space.grids.get(plan["grid"], {}).get("K", []))
-    if plan_kind(plan) != "search" or "K" not in space.search:
-        return []
-    return [K for K in space.search["K"].choices if not plan.get("K") or K in plan["K"]]
 
 
 def study_objectives(store: Store, study: str) -> list:

@@ -81,6 +81,7 @@ def new_plan(store: Store, args) -> Plan:
     if seeds < 1:
         raise ConfigError(f"--seeds {seeds} must be >= 1")
     only_K, strata, points, arms = [], [], [], []
+    seed = args.seed if args.seed is not None else 0
     if args.config is not None:
         # Every exported point over every seed, each for its own epochs unless --epochs.
         trials, epochs = len(export_points(args.config)) * seeds, args.epochs or 0
@@ -91,6 +92,7 @@ def new_plan(store: Store, args) -> Plan:
 
         points, arms = compare_points(store, args.dataset, compare, space)
         trials, epochs = len(points) * seeds, args.epochs or 0
+        seed = _compare_seed(store, compare, args.seed, seeds)
     elif args.seeds is not None:
         raise ConfigError("--seeds goes with --grid, --config or --compare (a search samples "
                           "its points)")
@@ -99,6 +101,9 @@ def new_plan(store: Store, args) -> Plan:
     if args.K and kinds:
         raise ConfigError(f"--K restricts a search to splits; the points of {kinds[0]} name "
                           f"their own K")
+    if getattr(args, "trials_per_K", None) is not None and kinds:
+        raise ConfigError(f"--trials-per-K shares a search's trials among splits; {kinds[0]} "
+                          f"runs each of its points with --seeds seeds")
     kind = ("rerun" if args.config is not None
             else f"{args.grid}-{budget_name}" if args.grid is not None else budget_name)
     study = args.study_name or (f"{compare}-vs-paper" if compare is not None else
@@ -111,7 +116,7 @@ def new_plan(store: Store, args) -> Plan:
         budget=budget_name, trials=trials, epochs=epochs,
         concurrency=args.concurrency or budget.concurrency, gpus_per_trial=0.0,
         cpus_per_trial=0.0, data_dir=_data_dir(store, args),
-        seed=args.seed, created=time.time(),
+        seed=seed, created=time.time(),
         config_file=str(args.config.resolve()) if args.config is not None else "",
         seeds=seeds if kinds else 1,
         grid=args.grid or "",
@@ -120,6 +125,19 @@ def new_plan(store: Store, args) -> Plan:
         compare=compare or "", points=points, arms=arms,
         K=only_K, strata=strata, shares=shares(trials, len(strata)) if strata else [],
     )
+
+
+def _compare_seed(store: Store, compare: str, seed: int | None, seeds: int) -> int:
+    """The first seed of a ``--compare``: after the search's, whose runs won the search on
+    their own noise; re-running that seed would hand the searched arm its winning draw."""
+    searched = store.load_study(compare)["seed"]
+    if seed is None:
+        return searched + 1
+    if seed <= searched < seed + seeds:
+        raise ConfigError(f"--seed {seed} with --seeds {seeds} re-runs seed {searched}, the "
+                          f"search's own: its best trial won on that seed's draw, which would "
+                          f"favour the searched arm; start at --seed {searched + 1}")
+    return seed
 
 
 def _data_dir(store: Store, args) -> str:

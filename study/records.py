@@ -50,7 +50,7 @@ class TrialRecord:
     params: dict
     metrics: dict[str, float]
     tags: dict[str, str]
-    last_epoch: int  # the last epoch with a kNN value logged (0: none)
+    last_epoch: int  # the last epoch any metric was logged at (0: none)
 
     @property
     def state(self) -> str:

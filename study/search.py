@@ -57,16 +57,22 @@ class StratifiedSearch(Searcher):
         self.trial_stratum: dict[str, int] = {}
 
     def suggest(self, trial_id: str):
+        """The next trial of the stratum furthest behind its share. A stratum whose searcher
+        has nothing now (None) is passed over this time; one that has finished is closed."""
+        waiting = False
         open_ = [i for i in range(len(self.strata)) if self.assigned[i] < self.shares[i]]
-        if not open_:
-            return Searcher.FINISHED
-        i = min(open_, key=lambda j: (self.assigned[j] / self.shares[j], j))
-        config = self.searchers[i].suggest(trial_id)
-        if config is None or config == Searcher.FINISHED:
-            return config
-        self.assigned[i] += 1
-        self.trial_stratum[trial_id] = i
-        return {**self.strata[i], **config}
+        for i in sorted(open_, key=lambda j: (self.assigned[j] / self.shares[j], j)):
+            config = self.searchers[i].suggest(trial_id)
+            if config == Searcher.FINISHED:
+                self.shares[i] = self.assigned[i]
+                continue
+            if config is None:
+                waiting = True
+                continue
+            self.assigned[i] += 1
+            self.trial_stratum[trial_id] = i
+            return {**self.strata[i], **config}
+        return None if waiting else Searcher.FINISHED
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         i = self.trial_stratum.get(trial_id)

@@ -53,7 +53,9 @@ def parse_args(argv: list[str] | None):
                    help="print a study line (done, running, best, time left) this often")
     p.add_argument("--data-dir", default=None,
                    help="default: data (with --compare: the searched study's)")
-    p.add_argument("--seed", type=int, default=0, help="seeds the sampler and every trial")
+    p.add_argument("--seed", type=int, default=None,
+                   help="seeds the sampler and every trial (default 0; with --compare, the "
+                        "searched study's seed + 1: fresh seeds, not the runs that won)")
     p.add_argument("--grid", default=None,
                    help="run a grid of the space's YAML (table1, ablation, tsweep, ...): every "
                         "cell x seed trained to its end, no search, no early stopping")

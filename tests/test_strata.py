@@ -146,3 +146,77 @@ def test_seeds_comparison_matches_a_hand_computation():
     assert table.rows[0][:7] == ["4", "linear test", "T=0.1 tau=0.5", "T=0.3 tau=0.5",
                                  "82.00 ± 2.00", "81.00 ± 2.65", "+1.00 ± 1.00 [-1.48, +3.48]"]
     assert table.note == "K=16: no finished trial in search (6 ran), nothing to compare"
+
+
+def test_a_stratum_whose_searcher_has_nothing_does_not_hold_the_others_back(tmp_path):
+    s = searcher(f"sqlite:///{tmp_path / 'optuna.db'}", [{"K": 2}, {"K": 4}], 4, [])
+    done, busy = SimpleNamespace(suggest=lambda t: "FINISHED"), SimpleNamespace(
+        suggest=lambda t: None)
+    s.searchers[0] = busy
+    assert s.suggest("t0")["K"] == 4  # K = 2 waits; K = 4 goes on
+    s.searchers[1] = done
+    assert s.suggest("t1") is None  # K = 4 has ended; K = 2 may still have something
+    assert s.shares == [2, 1]
+    s.searchers[0] = done
+    assert s.suggest("t2") == StratifiedSearch.FINISHED
+
+
+@pytest.fixture
+def searched(tmp_path):
+    """A finished stratified search of digits in a temporary store (made-up runs): K = 2's best
+    is a searched point, K = 4's best is the paper's point, K = 8 has no finished trial and no
+    trial ran at K = 1."""
+    from mlflow.entities import Metric, Param
+    from mlflow.tracking import MlflowClient
+
+    from study.store import Store
+
+    store = Store.at(tmp_path / "mlruns")
+    from study.plan import Plan
+
+    store.save_study("s", Plan(
+        study="s", dataset="digits", space_file=str(space_path("digits")), budget="smoke",
+        trials=4, epochs=3, concurrency=2, gpus_per_trial=0, cpus_per_trial=1, data_dir="/data",
+        seed=0, strata=[{"K": 1}, {"K": 2}, {"K": 4}, {"K": 8}], shares=[1, 1, 1, 1]).__dict__)
+    client = MlflowClient(store.tracking_uri)
+    experiment = store.experiment_id("digits")
+    for tid, K, T, tau, val, tag in [("a", 2, 0.1, 0.4, 0.80, None), ("b", 2, 0.0, 0.5, 0.70, None),
+                                     ("c", 4, 0.0, 0.5, 0.90, None),
+                                     ("d", 8, 0.0, 0.5, None, "early_stopped")]:
+        run = client.create_run(experiment, tags={"study": "s", "trial_id": tid,
+                                                  **({tag: "true"} if tag else {})})
+        params = dict(dataset="digits", arch="resnet18", width=0.25, K=K, threshold=T, tau=tau,
+                      seed=0, epochs=3, data_dir="/data")
+        client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()],
+                         metrics=[Metric("linear_val_acc", val, 0, 3)] if val else [])
+    return store
+
+
+def test_compare_points_pair_each_splits_best_with_the_papers_point(searched):
+    from study.compare import compare_points
+
+    points, arms = compare_points(searched, "digits", "s", load_space(space_path("digits")))
+    base = {"dataset": "digits", "arch": "resnet18", "width": 0.25, "epochs": 3}
+    assert points == [{**base, "K": 2, "threshold": 0.1, "tau": 0.4},
+                      {**base, "K": 2, "threshold": 0.0, "tau": 0.5},  # the paper's T and tau
+                      {**base, "K": 4, "threshold": 0.0, "tau": 0.5}]
+    assert arms == [{"K": 1, "trials": 0, "finished": 0},
+                    {"K": 2, "trials": 2, "finished": 2, "searched": 0, "paper": 1},
+                    {"K": 4, "trials": 1, "finished": 1, "searched": 2, "paper": 2},
+                    {"K": 8, "trials": 1, "finished": 0}]
+
+
+def test_a_comparison_runs_on_fresh_seeds_never_the_searchs_own(searched):
+    from study.plan import new_plan
+    from study.tune import parse_args
+    from trainables.errors import ConfigError
+
+    args = ["--dataset", "digits", "--compare", "s", "--seeds", "2", "--store",
+            str(searched.root)]
+    plan = new_plan(searched, parse_args(args))
+    assert (plan.kind, plan.study, plan.seed, plan.trials) == ("compare", "s-vs-paper", 1, 6)
+    assert (plan.budget, plan.data_dir, len(plan.arms)) == ("smoke", "/data", 4)
+    with pytest.raises(ConfigError, match="re-runs seed 0, the search's own"):
+        new_plan(searched, parse_args([*args, "--seed", "0"]))
+    with pytest.raises(ConfigError, match="--trials-per-K shares a search's trials"):
+        new_plan(searched, parse_args([*args, "--trials-per-K", "2"]))

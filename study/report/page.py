@@ -53,7 +53,7 @@ def optuna_parts(store: Store, record: StudyRecord) -> tuple[list[str], list[Tab
     own Optuna study where the search is stratified."""
     results = data.optuna_results(store, record)
     if not results:
-        return [f"<p>No Optuna study {record.dataset}/{record.name} in the store.</p>"], []
+        return [f"<p>No Optuna study of {record.dataset}/{record.name} in the store.</p>"], []
     parts, tables = [], []
     for stratum, result in results:
         at = f", {stratum}" if stratum else ""
