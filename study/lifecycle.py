@@ -71,8 +71,9 @@ def _parent_finished(store: Store, plan: Plan) -> bool:
 def _run_trials(store: Store, plan: Plan, space: SearchSpace, resume: bool,
                 status_every: float) -> int:
     log(f"study {plan.study}: {plan.dataset}, budget {plan.budget} ({plan.trials} trials x "
-        f"{plan.epochs} epochs, {plan.concurrency} at once, {plan.gpus_per_trial:g} GPU + "
-        f"{plan.cpus_per_trial:g} CPU each), space {plan.space_file}")
+        f"{plan.epochs or 'their own'} epochs, {plan.concurrency} at once, "
+        f"{plan.gpus_per_trial:g} GPU + {plan.cpus_per_trial:g} CPU each), "
+        f"space {plan.space_file}")
     if plan.strata:
         log("each split its own search (trials, Optuna study, ASHA brackets): "
             + ", ".join(f"{label(s)} {n} trials" for s, n in zip(plan.strata, plan.shares)))

@@ -122,9 +122,13 @@ class Progress(Callback):
 
 
 def trial_params(config: dict) -> str:
-    """A trial's sampled values as ``k=v`` pairs; a grid cell's point is flattened."""
+    """What tells a trial apart as ``k=v`` pairs: its searchable values and seed (a grid cell's
+    or an exported point's flattened; an exported point's fixed settings left out)."""
+    from study.space import SEARCHABLE
+
     flat = {**config.get("point", {}), **{k: v for k, v in config.items() if k != "point"}}
-    return format_params(dict(sorted(flat.items())))
+    return format_params(dict(sorted((k, v) for k, v in flat.items()
+                                     if k in SEARCHABLE or k == "seed")))
 
 
 def _duration(seconds: float) -> str:

@@ -270,3 +270,6 @@ def test_study_line_counts_trials_and_estimates_time_left_from_measured_epochs()
     from study.progress import trial_params
 
     assert trial_params(done.config) == "K=4 seed=1 threshold=None"
+    exported = {"point": {"K": 8, "threshold": 0.3, "tau": 0.5, "width": 0.25, "epochs": 8,
+                          "dataset": "fmnist"}, "seed": 2}  # an exported point: its settings out
+    assert trial_params(exported) == "K=8 seed=2 tau=0.5 threshold=0.3"
