@@ -55,16 +55,16 @@ class Progress(Callback):
         seconds = result.get(METRICS, {}).get("epoch_seconds")
         if seconds is not None:
             self.epoch_seconds.append(float(seconds))
-        objective = result.get(OBJECTIVE, float("nan"))
+        objective = result.get(OBJECTIVE)  # None: an epoch the monitor skips (monitor_every)
         line = (f"[{trial.trial_id}] epoch {result.get('epoch')}/{self.epochs or '?'} "
-                f"knn_val {objective:.4f}")
+                + (f"knn_val {objective:.4f}" if objective is not None else "(no kNN monitor)"))
         final = result.get(FINAL, {})
         if "linear_val_acc" in final:
             line += (f"  linear val {final['linear_val_acc']:.4f} "
                      f"test {final.get('linear_test_acc', float('nan')):.4f}")
         if result.get("diverged"):
             line += "  diverged (non-finite loss)"
-        elif self.best is None or objective > self.best[0]:
+        elif objective is not None and (self.best is None or objective > self.best[0]):
             self.best = (objective, trial.trial_id, trial_params(trial.config))
         log(line)
 

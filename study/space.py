@@ -76,6 +76,8 @@ class Budget:
     linear_epochs: int | None = None  # overrides train.linear_epochs
     checkpoint_every: int = 1
     seeds: int = 3  # seeds per cell of a grid (--grid), and per point of a re-run (--config)
+    monitor_every: int = 1  # the kNN monitor (ASHA's signal) every N epochs and at the last
+    monitor_images: int | None = None  # its bank and queries: the first N of each (None: all)
 
 
 @dataclass(frozen=True)
@@ -328,12 +330,20 @@ def _grid(where: _Where, key: str, raw: object, arch: str) -> dict[str, list]:
 
 def _budget(where: _Where, key: str, raw: object) -> Budget:
     b = _dataclass(where, key, raw, Budget)
-    for name in ("epochs", "trials", "concurrency", "grace_period", "checkpoint_every", "seeds"):
+    for name in ("epochs", "trials", "concurrency", "grace_period", "checkpoint_every", "seeds",
+                 "monitor_every"):
         v = getattr(b, name)
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
             raise where.error(f"{key}.{name}", f"{v!r} must be an integer >= 1")
     if b.grace_period > b.epochs:
         raise where.error(f"{key}.grace_period", f"{b.grace_period} exceeds epochs={b.epochs}")
+    if b.grace_period % b.monitor_every:
+        raise where.error(f"{key}.grace_period", f"{b.grace_period} is not a multiple of "
+                          f"monitor_every={b.monitor_every}: ASHA decides on the epochs the "
+                          f"monitor reports")
+    mi = b.monitor_images
+    if mi is not None and (not isinstance(mi, int) or isinstance(mi, bool) or mi < 2):
+        raise where.error(f"{key}.monitor_images", f"{mi!r} must be an integer >= 2 or null")
     if b.subset is not None and (not isinstance(b.subset, int) or b.subset < 2):
         raise where.error(f"{key}.subset", f"{b.subset!r} must be an integer >= 2 or null")
     if b.width is not None and (not _number(b.width) or b.width <= 0):

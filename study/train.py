@@ -50,6 +50,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     run_flag("--seed", type=int, help=f"(default: {DEFAULTS.seed})")
     run_flag("--device", help="auto (default), cpu or cuda[:N]")
     run_flag("--precision", help="auto (default: bf16 on CUDA, fp32 elsewhere), bf16 or fp32")
+    run_flag("--monitor-every", type=int,
+             help="the kNN monitor every N epochs and at the last (default: every epoch)")
+    run_flag("--monitor-images", type=int,
+             help="the monitor's bank and queries: the first N of the train part and of the "
+                  "validation split (default: all)")
     p.add_argument("--no-download", action="store_true", help="never try to download data")
     p.add_argument("--config", type=Path, default=None,
                    help="a study.export YAML: train its best configuration (flags override)")
@@ -83,8 +88,8 @@ def epoch_line(record: dict, epochs: int) -> str:
     return (
         f"epoch {record['epoch']}/{epochs}  loss [{row(record['loss'])}]  "
         f"kept+ [{row(record['kept_pos'])}]  kept- [{row(record['kept_neg'])}]  "
-        f"knn_val {record['knn_val_acc']:.3f}  "
-        f"{record['epoch_seconds']:.1f} s  {record['images_per_s']:.0f} img/s"
+        + (f"knn_val {record['knn_val_acc']:.3f}  " if record["knn_val_acc"] is not None else "")
+        + f"{record['epoch_seconds']:.1f} s  {record['images_per_s']:.0f} img/s"
     )
 
 

@@ -68,6 +68,7 @@ def trial_setup(store: Store, plan: Plan, space: SearchSpace) -> TrialSetup:
         K=t.K, threshold=t.threshold, subsample=t.subsample, tau=t.tau, lr=t.lr,
         weight_decay=t.weight_decay, batch_size=t.batch_size, epochs=plan.epochs,
         subset=budget.subset, data_dir=plan.data_dir, seed=plan.seed,
+        monitor_every=budget.monitor_every, monitor_images=budget.monitor_images,
         # A trial with no GPU share trains on the CPU: Ray does not hide the GPUs from it.
         device="auto" if plan.gpus_per_trial else "cpu",
         download=False,  # the driver prepared the data (prepare_data)

@@ -178,6 +178,8 @@ def test_resuming_fp32_with_bf16_gives_adam_the_parameters_layout(tmp_path):
         ({"subsample": "all"}, "subsample='all' is unknown"),
         ({"tau": 0}, "tau=0 must be a positive number"),
         ({"precision": "fp16"}, "precision='fp16' is unknown; allowed: auto, bf16, fp32"),
+        ({"monitor_every": 0}, "monitor_every=0 must be a positive number"),
+        ({"monitor_images": 1}, "monitor_images=1 must be at least 2 (or None for all)"),
     ],
 )
 def test_bad_config_names_the_value(kwargs, message):
@@ -253,3 +255,26 @@ def test_each_block_keeps_pairs_by_its_own_threshold():
 
     m = epoch_metrics(record)
     assert (m["threshold_block1"], m["threshold_block2"]) == (-1.0, 1.0)
+
+
+def test_the_monitor_cadence_and_subset_leave_training_unchanged():
+    """The kNN monitor every 2 epochs (and at the last), on 64 images of each part: the same
+    training as a monitor every epoch on all of them, the monitor where it is due."""
+    cfg = dict(dataset="digits", K=2, threshold=0.2, epochs=3, batch_size=64, subset=256)
+    full = Trainer(TrainConfig(**cfg))
+    full.fit()
+    cheap = Trainer(TrainConfig(**cfg, monitor_every=2, monitor_images=64))
+    cheap.fit()
+    assert [r["knn_val_acc"] is None for r in cheap.history] == [True, False, False]
+    for a, b in zip(full.history, cheap.history):
+        assert a["loss"] == b["loss"] and a["kept_neg"] == b["kept_neg"]
+    for name, p in full.model.state_dict().items():
+        assert torch.equal(p, cheap.model.state_dict()[name]), name
+    # The subset is the first 64 of each shuffled part: the monitor on those alone.
+    d = full.data
+    from trainables.features import knn_accuracy, pooled_features
+
+    bank, = pooled_features(full.model, d.train_x[:64], full.normalize)
+    queries, = pooled_features(full.model, d.val_x[:64], full.normalize)
+    assert cheap.history[-1]["knn_val_acc"] == knn_accuracy(
+        bank, d.train_y[:64], queries, d.val_y[:64], k=cheap.cfg.knn_k, num_classes=10)

@@ -41,6 +41,12 @@ class TrainConfig:
     precision: str = "auto"  # bf16: autocast + channels_last; auto: bf16 on CUDA, else fp32
     knn_k: int = 200
     knn_temperature: float = 0.1
+    # The per-epoch kNN monitor (a study's objective and ASHA's signal): every ``monitor_every``
+    # epochs and at the last, on the first ``monitor_images`` images of the train part (the
+    # bank) and of the validation split (the queries), both shuffled once by the split's seed;
+    # None: all of them. Neither changes training: the monitor draws no random numbers.
+    monitor_every: int = 1
+    monitor_images: int | None = None
 
     def __post_init__(self):
         spec = dataset_spec(self.dataset)
@@ -57,7 +63,10 @@ class TrainConfig:
         if self.threshold is None and self.threshold_slope != 0:
             raise ConfigError(f"threshold_slope={self.threshold_slope} needs a threshold; "
                               f"threshold=None is Eq. (1) in every block")
-        _positive(self, "epochs", "width", "knn_k", "knn_temperature")
+        _positive(self, "epochs", "width", "knn_k", "knn_temperature", "monitor_every")
+        if self.monitor_images is not None and self.monitor_images < 2:
+            raise ConfigError(f"monitor_images={self.monitor_images} must be at least 2 (or "
+                              f"None for all)")
         if self.subset is not None and self.subset < 2:
             raise ConfigError(f"subset={self.subset} must be at least 2 (or None for all)")
         if self.batch_size < 2:

@@ -118,7 +118,8 @@ class Trainer:
         for j, name in enumerate(STEP_METRICS):
             record[name] = [row[j] for row in means]
         record["threshold"] = list(self.thresholds)  # T_k beside its block's kept ratios
-        record["knn_val_acc"] = self.knn_val_accuracy()
+        due = self.epoch % self.cfg.monitor_every == 0 or self.epoch >= self.cfg.epochs
+        record["knn_val_acc"] = self.knn_val_accuracy() if due else None
         record["epoch_seconds"] = seconds
         record["images_per_s"] = 2 * steps * batch / seconds  # two views count as two
         # None on a CPU. The total includes what stays resident (data set, model, optimiser);
@@ -145,11 +146,14 @@ class Trainer:
         return self.history
 
     def knn_val_accuracy(self) -> float:
-        """kNN accuracy of the final representation: train-part bank, validation queries."""
-        bank, = pooled_features(self.model, self.data.train_x, self.normalize, bf16=self.bf16)
-        queries, = pooled_features(self.model, self.data.val_x, self.normalize, bf16=self.bf16)
+        """kNN accuracy of the final representation: train-part bank, validation queries (the
+        first ``monitor_images`` of each: a fixed random subset, both parts being shuffled)."""
+        n = self.cfg.monitor_images
+        d = self.data
+        bank, = pooled_features(self.model, d.train_x[:n], self.normalize, bf16=self.bf16)
+        queries, = pooled_features(self.model, d.val_x[:n], self.normalize, bf16=self.bf16)
         return knn_accuracy(
-            bank, self.data.train_y, queries, self.data.val_y,
+            bank, d.train_y[:n], queries, d.val_y[:n],
             k=self.cfg.knn_k, temperature=self.cfg.knn_temperature,
             num_classes=self.data.spec.num_classes,
         )

@@ -113,12 +113,13 @@ def run_trial(config: dict, setup: dict) -> None:
         _maybe_fail(s, trial_id, trainer.epoch + 1)
         record = trainer.train_epoch()
         result = {
-            OBJECTIVE: record["knn_val_acc"],
             "epoch": record["epoch"],
             "diverged": not all(math.isfinite(v) for v in record["loss"]),
             METRICS: epoch_metrics(record),
             **costs,
         }
+        if record["knn_val_acc"] is not None:  # the monitor's epochs only (monitor_every)
+            result[OBJECTIVE] = record["knn_val_acc"]
         if data is not None:
             result[DATA], data = data, None
         if result["diverged"]:
@@ -146,7 +147,8 @@ def epoch_metrics(record: dict) -> dict[str, float]:
 
     Non-finite values are left out, never replaced: the trial's ``diverged`` flag says why.
     """
-    out = {k: float(record[k]) for k in ("knn_val_acc", "images_per_s", "epoch_seconds")}
+    out = {k: float(record[k]) for k in ("knn_val_acc", "images_per_s", "epoch_seconds")
+           if record[k] is not None}
     for key in ("peak_memory_bytes", "peak_step_memory_bytes"):  # CUDA only
         if record.get(key) is not None:
             out[key] = float(record[key])
