@@ -56,7 +56,8 @@ class Progress(Callback):
         if seconds is not None:
             self.epoch_seconds.append(float(seconds))
         objective = result.get(OBJECTIVE)  # None: an epoch the monitor skips (monitor_every)
-        line = (f"[{trial.trial_id}] epoch {result.get('epoch')}/{self.epochs or '?'} "
+        epochs = self.epochs or trial.config.get("point", {}).get("epochs", "?")
+        line = (f"[{trial.trial_id}] epoch {result.get('epoch')}/{epochs} "
                 + (f"knn_val {objective:.4f}" if objective is not None else "(no kNN monitor)"))
         final = result.get(FINAL, {})
         if "linear_val_acc" in final:

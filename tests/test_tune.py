@@ -177,6 +177,43 @@ def test_leftovers_of_a_killed_driver_are_closed(tmp_path):
     assert trials[0].user_attrs["lost"] == LOST and "lost" not in trials[1].user_attrs
 
 
+# The monitor every 2 epochs: ASHA's first rung (grace period 2) is decided at epoch 2, the first
+# epoch the monitor reports, and the weight-decay trial that is at chance there is stopped.
+CADENCE_SPACE = FATES_SPACE.replace(
+    "smoke: {epochs: 2, trials: 3, concurrency: 1, grace_period: 1, linear_epochs: 10}",
+    "smoke: {epochs: 4, trials: 2, concurrency: 1, grace_period: 2, linear_epochs: 5, "
+    "monitor_every: 2, monitor_images: 512}").replace(
+    "  - {threshold: 0.0, tau: 0.5, K: 2, lr: 1.0e+30, weight_decay: 1.0e-6}\n", "")
+
+
+@pytest.mark.slow
+def test_the_monitor_cadence_reaches_asha_on_the_epochs_it_reports(ray_session, tmp_path):
+    store = Store.at(tmp_path / "mlruns")
+    space = tmp_path / "cadence.yaml"
+    space.write_text(CADENCE_SPACE)
+    assert main(["--dataset", "digits", "--space", str(space), "--budget", "smoke",
+                 "--cpus-per-trial", "1", "--gpus-per-trial", "0", "--store", str(store.root),
+                 "--study-name", "cadence"]) == 0
+    client, _, trials = _runs(store, "cadence")
+    runs = {_fate(r.data.params): r for r in trials}
+    assert set(runs) == {"finished", "stopped"}
+
+    def steps(run, key):
+        return sorted(m.step for m in client.get_metric_history(run.info.run_id, key))
+
+    good, bad = runs["finished"], runs["stopped"]
+    assert steps(good, "knn_val_acc") == [2, 4] and steps(good, "epoch_seconds") == [1, 2, 3, 4]
+    # Stopped at the rung, epoch 2: not at epoch 1 (no monitor there), not later.
+    assert steps(bad, "knn_val_acc") == [2] and steps(bad, "epoch_seconds") == [1, 2]
+    assert bad.data.tags["early_stopped"] == "true"
+    assert good.data.params["monitor_every"] == "2" and good.data.params["monitor_images"] == "512"
+    study = optuna.load_study(study_name="digits/cadence/K=2", storage=store.optuna_url)
+    # Optuna hears the monitored epochs only (the last one as the trial's value).
+    done = next(t for t in study.trials if t.state.name == "COMPLETE")
+    assert list(done.intermediate_values) == [2]
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "PRUNED"]
+
+
 @pytest.mark.slow
 def test_failed_trial_resumes_from_its_checkpoint_in_its_own_run(
     ray_session, tmp_path, monkeypatch
