@@ -193,8 +193,32 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=None, help="timed repeats (median)")
     p.add_argument("--skip-tune", action="store_true", help="leave out tune_overhead (no Ray)")
     p.add_argument("--json", action="store_true", help="end with one JSON line on stdout")
+    p.add_argument("--monitor", action="store_true",
+                   help="only the kNN monitor: a cheap one (--monitor-images) against the full "
+                        "one on real data, their cost and the Spearman correlation of their "
+                        "rankings over trials")
+    p.add_argument("--dataset", default="fmnist", help="with --monitor (default fmnist)")
+    p.add_argument("--data-dir", default="data", help="with --monitor")
+    p.add_argument("--configs", type=int, default=8, help="with --monitor: trials")
+    p.add_argument("--epochs", type=int, default=3, help="with --monitor")
+    p.add_argument("--monitor-images", type=int, default=1000, help="with --monitor")
+    p.add_argument("--subset", type=int, default=4000,
+                   help="with --monitor: labelled train images (the laptop budget's)")
+    p.add_argument("--width", type=float, default=0.25, help="with --monitor")
     args = p.parse_args(argv)
     device = resolve_device(args.device)
+    if args.monitor:
+        from study.measure import bench_monitor
+
+        result = bench_monitor(args.dataset, args.data_dir, args.configs, args.epochs,
+                               args.monitor_images, args.subset, args.width, device)
+        log(f"monitor over epoch: full {result['monitor_full_over_epoch']:.3f}, cheap "
+            f"({args.monitor_images} images) {result['monitor_cheap_over_epoch']:.3f}; "
+            f"Spearman cheap vs full per epoch "
+            + " ".join(f"{r:.2f}" for r in result["spearman_per_epoch"]))
+        if args.json:
+            print_json(result)
+        return 0
     repeats = args.repeats or (3 if args.quick else 5)
     torch.backends.cudnn.benchmark = device.type == "cuda"
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else (

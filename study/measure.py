@@ -251,3 +251,61 @@ def bench_subsample(device: torch.device, repeats: int, batch: int = 256) -> dic
     log(f"  loss fwd+bwd at batch {batch}: Eq. (1) {plain * 1e3:.2f} ms, "
         f"Eq. (5) {masked * 1e3:.2f} ms")
     return {"eq1_seconds": plain, "eq5_seconds": masked, "overhead": masked / plain}
+
+
+def bench_monitor(dataset: str, data_dir: str, configs: int, epochs: int, images: int,
+                  subset: int | None, width: float, device: torch.device,
+                  seed: int = 0) -> dict:
+    """The cheap kNN monitor (the first ``images`` of the train part and of the validation
+    split) against the full one, on the real data set, over ``configs`` trials drawn as a
+    search draws them (T uniform in [-1, 0.9], tau log-uniform in [0.1, 1], K cycling through
+    1, 2, 4, 8): each epoch, both monitors' values and seconds beside the training's seconds,
+    and the Spearman correlation across trials of the cheap monitor's values with the full
+    one's (what ASHA ranks trials by)."""
+    import math
+    import random
+
+    from scipy.stats import spearmanr
+
+    from trainables.data import load_data
+
+    data = load_data(dataset, data_dir, subset, download=False).to(device)
+    rng = random.Random(seed)
+    full, cheap = [], []  # per trial, per epoch
+    seconds = {"epoch": [], "full": [], "cheap": []}
+    for i in range(configs):
+        cfg = TrainConfig(
+            dataset=dataset, K=(1, 2, 4, 8)[i % 4], threshold=round(rng.uniform(-1, 0.9), 3),
+            tau=round(math.exp(rng.uniform(math.log(0.1), 0.0)), 3), epochs=epochs, width=width,
+            subset=subset, data_dir=data_dir, download=False, device=str(device), seed=seed,
+            monitor_every=epochs + 1)  # the trainer's own monitor: at the last epoch only
+        trainer = Trainer(cfg, data)
+        full.append([]), cheap.append([])
+        for _ in range(epochs):
+            record = trainer.train_epoch()
+            seconds["epoch"].append(record["epoch_seconds"])
+            for name, n, out in (("full", None, full), ("cheap", images, cheap)):
+                trainer.cfg.monitor_images = n
+                sync(device)
+                t = time.perf_counter()
+                out[-1].append(trainer.knn_val_accuracy())
+                sync(device)
+                seconds[name].append(time.perf_counter() - t)
+        log(f"  monitor: trial {i + 1}/{configs} K={cfg.K} T={cfg.threshold} tau={cfg.tau}: "
+            f"full {full[-1][-1]:.4f}, cheap {cheap[-1][-1]:.4f}")
+    per_epoch = [float(spearmanr([f[e] for f in full], [c[e] for c in cheap]).statistic)
+                 for e in range(epochs)]
+    epoch_s = statistics.median(seconds["epoch"])
+    return {
+        "dataset": dataset, "configs": configs, "epochs": epochs, "subset": subset,
+        "width": width, "monitor_images": images,
+        "train_images": len(data.train_x), "val_images": len(data.val_x),
+        "epoch_seconds": epoch_s,
+        "monitor_full_seconds": statistics.median(seconds["full"]),
+        "monitor_cheap_seconds": statistics.median(seconds["cheap"]),
+        "monitor_full_over_epoch": statistics.median(seconds["full"]) / epoch_s,
+        "monitor_cheap_over_epoch": statistics.median(seconds["cheap"]) / epoch_s,
+        "spearman_per_epoch": per_epoch,
+        "spearman_last": per_epoch[-1],
+        "full": full, "cheap": cheap,
+    }

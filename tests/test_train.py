@@ -277,4 +277,5 @@ def test_the_monitor_cadence_and_subset_leave_training_unchanged():
     bank, = pooled_features(full.model, d.train_x[:64], full.normalize)
     queries, = pooled_features(full.model, d.val_x[:64], full.normalize)
     assert cheap.history[-1]["knn_val_acc"] == knn_accuracy(
-        bank, d.train_y[:64], queries, d.val_y[:64], k=cheap.cfg.knn_k, num_classes=10)
+        bank, d.train_y[:64], queries, d.val_y[:64], num_classes=10,
+        k=round(cheap.cfg.knn_k * 64 / len(d.train_x)))  # the full bank's k, scaled

@@ -43,8 +43,9 @@ class TrainConfig:
     knn_temperature: float = 0.1
     # The per-epoch kNN monitor (a study's objective and ASHA's signal): every ``monitor_every``
     # epochs and at the last, on the first ``monitor_images`` images of the train part (the
-    # bank) and of the validation split (the queries), both shuffled once by the split's seed;
-    # None: all of them. Neither changes training: the monitor draws no random numbers.
+    # bank) and of the validation split (the queries), both shuffled once by the split's seed,
+    # with knn_k scaled by the bank's share; None: all of them. Neither changes training: the
+    # monitor draws no random numbers.
     monitor_every: int = 1
     monitor_images: int | None = None
 

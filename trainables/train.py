@@ -147,14 +147,16 @@ class Trainer:
 
     def knn_val_accuracy(self) -> float:
         """kNN accuracy of the final representation: train-part bank, validation queries (the
-        first ``monitor_images`` of each: a fixed random subset, both parts being shuffled)."""
+        first ``monitor_images`` of each: a fixed random subset, both parts being shuffled). A
+        smaller bank keeps the full bank's neighbours per image: k scaled by the bank's share."""
         n = self.cfg.monitor_images
         d = self.data
         bank, = pooled_features(self.model, d.train_x[:n], self.normalize, bf16=self.bf16)
         queries, = pooled_features(self.model, d.val_x[:n], self.normalize, bf16=self.bf16)
+        k = max(1, round(self.cfg.knn_k * len(bank) / len(d.train_x)))
         return knn_accuracy(
             bank, d.train_y[:n], queries, d.val_y[:n],
-            k=self.cfg.knn_k, temperature=self.cfg.knn_temperature,
+            k=k, temperature=self.cfg.knn_temperature,
             num_classes=self.data.spec.num_classes,
         )
 
