@@ -158,8 +158,9 @@ def table_rows(rows: list[Row]) -> list[list[str]]:
     difference, the verdict."""
     names = dict(METRICS)
     return [[str(r.K), names[r.metric],
-             f"T={r.searched_config.get('threshold')} tau={_g(r.searched_config.get('tau'))}",
-             f"T={r.paper_config.get('threshold')} tau={_g(r.paper_config.get('tau'))}",
+             f"T={_g(r.searched_config.get('threshold'))} "
+             f"tau={_g(r.searched_config.get('tau'))}",
+             f"T={_g(r.paper_config.get('threshold'))} tau={_g(r.paper_config.get('tau'))}",
              pct(r.searched), pct(r.paper), signed(r.difference),
              str(r.difference.n if r.difference else 0), r.verdict] for r in rows]
 
