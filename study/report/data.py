@@ -23,7 +23,7 @@ from study.records import ranked, read_trials
 from study.store import Store
 from trainables.errors import ConfigError
 
-MIN_IMPORTANCE_TRIALS = 4  # with fewer, fANOVA returns equal shares
+MIN_IMPORTANCE_TRIALS = 4  # with fewer, the importances say nothing
 
 # A run's kept ratios (Fig. 5): {"kept_pos": {block: [(epoch, fraction), ...]}, "kept_neg": ...}
 Kept = dict[str, dict[int, list[tuple[int, float]]]]

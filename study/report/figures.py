@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from study.report.data import Front, Kept, ThresholdPoints
+from study.report.data import IMPORTANCE_EVALUATOR, Front, Kept, ThresholdPoints
 
 STATE_MARKERS = {"finished": "o", "stopped early": "x", "diverged": "v", "failed": "v",
                  "running": ".", "lost": "."}
@@ -134,7 +134,7 @@ def fig_importances(importances: dict[str, float]) -> str:
         ax = fig.add_subplot()
         names = list(importances)[::-1]
         ax.barh(names, [importances[n] for n in names])
-        ax.set_xlabel("importance (fANOVA)")
+        ax.set_xlabel(f"importance ({IMPORTANCE_EVALUATOR})")
         ax.set_title("Parameter importances for the objective")
     return _figure(draw, size=(6.4, 2.8))
 
