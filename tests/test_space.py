@@ -87,6 +87,11 @@ grids:
          "head: {type: categorical, choices: [paper, conv]}",
          "search.head 'conv' is unknown; allowed: paper, mlp"),
         ("batch_size: 128", "batchsize: 128", "train.batchsize is not a known key"),
+        ("trials: 2}", "trials: 2, grace_period: 1, monitor_every: 2}",
+         "budgets.smoke.grace_period 1 is not a multiple of monitor_every=2: ASHA decides on "
+         "the epochs the monitor reports"),
+        ("trials: 2}", "trials: 2, monitor_images: 1}",
+         "budgets.smoke.monitor_images 1 must be an integer >= 2 or null"),
     ],
 )
 def test_bad_space_names_file_key_and_allowed(tmp_path, old, new, message):
