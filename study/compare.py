@@ -21,7 +21,6 @@ from study.strata import paper_points, study_splits
 from trainables.config import TrainConfig
 from trainables.errors import ConfigError
 
-ARMS = ("searched", "paper")
 METRICS = (("linear_test_acc", "linear test"), ("linear_val_acc", "linear val"))
 
 
@@ -37,7 +36,7 @@ def compare_points(store: Store, dataset: str, searched: str, space) -> tuple[li
         raise ConfigError(f"--compare {searched}: a {plan_kind(plan)} study has no search to "
                           f"compare; give a search's name")
     trials = ranked(read_trials(store, dataset, searched))
-    finished = [t for t in trials if t.linear_val_acc is not None and not t.diverged]
+    finished = [t for t in trials if t.evaluated]
     if not finished:
         raise ConfigError(f"--compare {searched}: the study has no finished trial yet")
     searched_keys = [k for k in space.search if k not in ("K", "head")]
@@ -103,7 +102,7 @@ def comparison(trials: list[TrialRecord], points: list[dict], arms: list[dict]) 
     trials: each trial belongs to the point whose configuration it ran."""
     by_point: dict[int, dict[int, TrialRecord]] = {}
     for t in trials:
-        if t.linear_val_acc is None or t.diverged:
+        if not t.evaluated:
             continue
         i = _point_of(t, points)
         if i is not None:

@@ -24,7 +24,7 @@ from trainables.errors import ConfigError
 
 def export(store: Store, dataset: str, study: str) -> dict:
     rows = study_rows(store, dataset, study)
-    finished = [r for r in rows if _finished(r)]
+    finished = [r for r in rows if r.evaluated]
     if not finished:
         raise ConfigError(f"study {study!r} has no finished trial with a linear evaluation yet")
 
@@ -74,14 +74,9 @@ def export(store: Store, dataset: str, study: str) -> dict:
     return out
 
 
-def _finished(r: TrialRecord) -> bool:
-    """Exportable: trained to its end and evaluated."""
-    return r.linear_val_acc is not None and not r.diverged
-
-
 def _counts(rows: list[TrialRecord], K: int) -> dict:
     at = [r for r in rows if r.K == K]
-    return {"trials": len(at), "finished": sum(map(_finished, at)),
+    return {"trials": len(at), "finished": sum(r.evaluated for r in at),
             "stopped_early": sum(r.early_stopped for r in at),
             "diverged": sum(r.diverged for r in at)}
 

@@ -70,6 +70,12 @@ class TrialRecord:
         return self.state == "finished"
 
     @property
+    def evaluated(self) -> bool:
+        """Trained to its end and evaluated, whatever its run's status: what an export and
+        ``--compare`` choose among."""
+        return self.linear_val_acc is not None and not self.diverged
+
+    @property
     def diverged(self) -> bool:
         return self.tags.get(DIVERGED) == "true"
 

@@ -88,7 +88,7 @@ def print_table(rows: list[TrialRecord], study: str, top: int = 10,
     log(header)
     for K in splits:
         at = [r for r in rows if r.K == K]
-        done = sum(r.finished and not r.diverged for r in at)
+        done = sum(r.finished for r in at)
         log(f"-- K={K}: {len(at)} trial(s), {done} finished, "
             f"{sum(r.early_stopped for r in at)} stopped early, {sum(r.diverged for r in at)} "
             f"diverged" + (f"; the best {per_split} shown" if len(at) > per_split else ""))
