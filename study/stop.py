@@ -6,7 +6,11 @@ The driver owns SIGINT (Ray Tune's own handler is off, ``TUNE_DISABLE_SIGINT_HAN
   anywhere else it raises ``KeyboardInterrupt`` at once;
 - a second Ctrl-C raises ``KeyboardInterrupt`` wherever the driver is;
 - ``deferred()`` holds a Ctrl-C back while the driver writes what must be written together
-  (the study's parent run and its record), and raises it right after.
+  (the study's parent run and its record), and raises it right after;
+- a ``KeyboardInterrupt`` raised while the main thread runs a weakref callback or a ``__del__``
+  (an import's module-lock callback, say) is printed and dropped by Python ("Exception ignored
+  in"): ``check()`` raises such a lost press again, and ``tune_running()`` calls it, so a
+  Ctrl-C before the trials start never lets them run.
 Either way the study is left resumable: whether it ended is read from Ray's saved state
 (``study.state``), never assumed.
 """
@@ -36,6 +40,7 @@ class _Stop:
         self.in_tune = False  # Ray Tune's loop runs: SIGUSR1 reaches its stop handler
         self.deferring = False
         self.deferred = False
+        self.raised = 0  # presses raised as KeyboardInterrupt outside Tune
 
     def handler(self, signum, frame):
         self.presses += 1
@@ -49,6 +54,7 @@ class _Stop:
                         b"saves the study's state (Ctrl-C again to stop at once)\n")
             os.kill(os.getpid(), signal.SIGUSR1)  # Tune's experiment_interrupted_event
             return
+        self.raised += 1
         raise KeyboardInterrupt
 
 
@@ -76,9 +82,19 @@ def requested() -> bool:
     return _STOP.presses > 0
 
 
+def check() -> None:
+    """Raise ``KeyboardInterrupt`` for a press raised outside Tune that the driver never saw.
+
+    Code that reaches this point after such a press did not unwind from it: Python dropped it
+    (a weakref callback, a ``__del__``) or a library caught it."""
+    if _STOP.raised:
+        raise KeyboardInterrupt
+
+
 @contextmanager
 def tune_running() -> Iterator[None]:
     """Around ``Tuner.fit()``: a first Ctrl-C asks Tune to stop rather than raising."""
+    check()
     # Tune installs its SIGUSR1 handler when its loop starts and never removes it: one left
     # by an earlier study of this process would swallow the request.
     if threading.current_thread() is threading.main_thread():
@@ -100,6 +116,7 @@ def deferred() -> Iterator[None]:
         _STOP.deferring = False
     if _STOP.deferred:
         _STOP.deferred = False
+        _STOP.raised += 1
         raise KeyboardInterrupt
 
 
