@@ -8,6 +8,7 @@ import time
 
 from ray.tune import Callback
 
+from study import stop
 from study._cli import format_params, log
 from study.guard import DiskFloor
 from study.search import StudySearch  # noqa: F401 (pickled studies name study.progress)
@@ -87,6 +88,7 @@ class Progress(Callback):
             self.disk.on_checkpoint(checkpoint.path)
 
     def on_step_begin(self, iteration, trials, **info):
+        stop.relay()
         if self.disk is not None:
             self.disk.check()
 

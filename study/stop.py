@@ -40,7 +40,8 @@ class _Stop:
         self.in_tune = False  # Ray Tune's loop runs: SIGUSR1 reaches its stop handler
         self.deferring = False
         self.deferred = False
-        self.raised = 0  # presses raised as KeyboardInterrupt outside Tune
+        self.raised = 0  # presses raised as KeyboardInterrupt
+        self.relayed = False
 
     def handler(self, signum, frame):
         self.presses += 1
@@ -89,6 +90,14 @@ def check() -> None:
     (a weakref callback, a ``__del__``) or a library caught it."""
     if _STOP.raised:
         raise KeyboardInterrupt
+
+
+def relay() -> None:
+    """At each step of Tune's loop: a press raised before Tune installed its stop handler and
+    then dropped asks Tune to stop now, as a first press inside its loop does."""
+    if _STOP.raised and not _STOP.relayed and callable(signal.getsignal(signal.SIGUSR1)):
+        _STOP.relayed = True
+        os.kill(os.getpid(), signal.SIGUSR1)
 
 
 @contextmanager

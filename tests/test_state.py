@@ -68,21 +68,39 @@ def test_outside_tune_ctrl_c_raises_at_once():
         signal.raise_signal(signal.SIGINT)
 
 
+def _drop_a_press() -> None:
+    """Ctrl-C while a weakref callback runs: Python prints the exception and drops it."""
+    class Dropped:
+        pass
+
+    obj = Dropped()
+    ref = weakref.ref(obj, lambda _: signal.raise_signal(signal.SIGINT))
+    del obj
+    assert ref() is None and stop.requested()  # the code went on past the press
+
+
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_a_ctrl_c_python_dropped_still_stops_the_study_before_tune():
     """Seen in CI: the press landed in importlib's module-lock weakref callback, Python printed
     "Exception ignored in" and the study ran every trial and exited 0."""
-    class Dropped:
-        pass
-
     with stop.handling_ctrl_c():
-        obj = Dropped()
-        # Python runs weakref callbacks with their exceptions printed and dropped.
-        ref = weakref.ref(obj, lambda _: signal.raise_signal(signal.SIGINT))
-        del obj
-        assert ref() is None and stop.requested()  # the driver went on past the press
+        _drop_a_press()
         with pytest.raises(KeyboardInterrupt), stop.tune_running():
             raise AssertionError("Tune ran after a Ctrl-C")
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_press_dropped_as_tune_starts_asks_tune_to_stop_at_its_first_step():
+    asked = []
+    try:
+        with stop.handling_ctrl_c(), stop.tune_running():
+            _drop_a_press()  # before Tune installed its handler: raised, and dropped
+            signal.signal(signal.SIGUSR1, lambda *_: asked.append("stop"))  # Tune's loop starts
+            stop.relay()
+            stop.relay()  # once is the request
+    finally:
+        signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+    assert asked == ["stop"]
 
 
 class Flaky:
