@@ -197,20 +197,42 @@ def main(argv: list[str] | None = None) -> int:
                    help="only the kNN monitor: a cheap one (--monitor-images) against the full "
                         "one on real data, their cost and the Spearman correlation of their "
                         "rankings over trials")
+    p.add_argument("--bookkeeping", action="store_true",
+                   help="only the bookkeeping benchmark: a real study (Ray Tune, Optuna, ASHA, "
+                        "our console and MLflow tracking, then summary, export, report, Pareto "
+                        "front and the UI's runs page) whose trials train nothing")
+    p.add_argument("--trials", type=int, default=1000, help="with --bookkeeping")
+    p.add_argument("--K", type=int, default=4, help="with --bookkeeping")
+    p.add_argument("--concurrency", type=int, default=4, help="with --bookkeeping")
+    p.add_argument("--tracking-uri", default=None,
+                   help="with --bookkeeping: an MLflow server (default: SQLite in a temporary "
+                        "store)")
+    p.add_argument("--no-ui", action="store_true", help="with --bookkeeping: skip the UI page")
     p.add_argument("--dataset", default="fmnist", help="with --monitor (default fmnist)")
     p.add_argument("--data-dir", default="data", help="with --monitor")
     p.add_argument("--configs", type=int, default=8, help="with --monitor: trials")
-    p.add_argument("--epochs", type=int, default=3, help="with --monitor")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="with --monitor (default 3) or --bookkeeping (default 20)")
     p.add_argument("--monitor-images", type=int, default=1000, help="with --monitor")
     p.add_argument("--subset", type=int, default=4000,
                    help="with --monitor: labelled train images (the laptop budget's)")
     p.add_argument("--width", type=float, default=0.25, help="with --monitor")
     args = p.parse_args(argv)
     device = resolve_device(args.device)
+    if args.bookkeeping:
+        from study.bookkeeping import bookkeeping
+
+        result = bookkeeping(args.trials, args.epochs or 20, args.K, args.tracking_uri,
+                             args.concurrency, ui=not args.no_ui)
+        log("bookkeeping (everything but the training): " + ", ".join(
+            f"{k} {v:.3g}" for k, v in result.items() if isinstance(v, float)))
+        if args.json:
+            print_json(result)
+        return 0
     if args.monitor:
         from study.measure import bench_monitor
 
-        result = bench_monitor(args.dataset, args.data_dir, args.configs, args.epochs,
+        result = bench_monitor(args.dataset, args.data_dir, args.configs, args.epochs or 3,
                                args.monitor_images, args.subset, args.width, device)
         log(f"monitor over epoch: full {result['monitor_full_over_epoch']:.3f}, cheap "
             f"({args.monitor_images} images) {result['monitor_cheap_over_epoch']:.3f}; "

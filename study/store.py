@@ -98,10 +98,11 @@ class Store:
         return client.create_experiment(dataset, artifact_location=location)
 
 
-def runs_url(experiment_id: str, port: int = 5000) -> str:
-    """Where the UI shows an experiment's runs table (not its GenAI overview)."""
-    return (f"http://127.0.0.1:{port}/#/experiments/{experiment_id}/runs"
-            f"?workflowType=machine_learning")
+def runs_url(experiment_id: str, port: int = 5000, base: str | None = None) -> str:
+    """Where the UI (at ``base``, default 127.0.0.1:``port``) shows an experiment's runs table
+    (not its GenAI overview)."""
+    base = base or f"http://127.0.0.1:{port}"
+    return f"{base}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
 
 
 def git_commit() -> str | None:

@@ -19,8 +19,10 @@ FAIL_ONCE_ENV = "SLS_TEST_FAIL_ONCE_AT_EPOCH"  # test-only switch: each trial ra
 
 
 def make_tuner(store: Store, plan: Plan, space: SearchSpace, resume: bool,
-               status_every: float):
-    """The saved run restored (``--resume``), else a new one."""
+               status_every: float, trial_fn=run_trial, callbacks: bool = True):
+    """The saved run restored (``--resume``), else a new one. ``trial_fn`` and ``callbacks``
+    (the console and MLflow tracking) are for the bookkeeping benchmark (``study.bookkeeping``),
+    which replaces the training and measures what the callbacks cost."""
     from ray import tune
 
     # The kNN monitor reports on its epochs only (monitor_every), and a linear_val_acc objective
@@ -30,7 +32,7 @@ def make_tuner(store: Store, plan: Plan, space: SearchSpace, resume: bool,
 
     setup = trial_setup(store, plan, space)
     trainable = tune.with_resources(
-        tune.with_parameters(run_trial, setup=setup.to_dict()),
+        tune.with_parameters(trial_fn, setup=setup.to_dict()),
         {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial},
     )
     path = store.ray_dir / plan.study
@@ -45,9 +47,10 @@ def make_tuner(store: Store, plan: Plan, space: SearchSpace, resume: bool,
     if resume:  # stopped before Ray saved any state: nothing Ray knows of to continue
         log(f"study {plan.study} stopped before its first trial was saved; starting its trials")
         forget_unsaved_search(store, plan)
+    run_config = _run_config(store, plan, setup, status_every, callbacks)
     if plan.kind != "search":
-        return _rerun_tuner(store, plan, space, trainable, setup, status_every)
-    return _new_tuner(store, plan, space, trainable, setup, status_every)
+        return _rerun_tuner(plan, space, trainable, run_config)
+    return _new_tuner(store, plan, space, trainable, run_config)
 
 
 def forget_unsaved_search(store: Store, plan: Plan) -> None:
@@ -90,8 +93,7 @@ def trial_setup(store: Store, plan: Plan, space: SearchSpace) -> TrialSetup:
     )
 
 
-def _new_tuner(store: Store, plan: Plan, space: SearchSpace, trainable, setup: TrialSetup,
-               status_every: float):
+def _new_tuner(store: Store, plan: Plan, space: SearchSpace, trainable, run_config):
     import optuna
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
@@ -139,7 +141,7 @@ def _new_tuner(store: Store, plan: Plan, space: SearchSpace, trainable, setup: T
             scheduler=scheduler,
             num_samples=plan.trials,
         ),
-        run_config=_run_config(store, plan, setup, status_every),
+        run_config=run_config,
     )
 
 
@@ -153,10 +155,11 @@ def _sampler(plan: Plan, trials: int):
                                       constant_liar=plan.concurrency > 1)
 
 
-def _run_config(store: Store, plan: Plan, setup: TrialSetup, status_every: float):
+def _run_config(store: Store, plan: Plan, setup: TrialSetup, status_every: float,
+                callbacks: bool = True):
     """Where Tune keeps the study, one checkpoint a trial (the latest: enough to resume; at
     K = 16 on ResNet-50 each holds about 2.3 GB), two retries of a crashed trial, and the
-    callbacks that print progress and track every trial in MLflow."""
+    callbacks that print progress and track every trial in MLflow (``callbacks``)."""
     from ray import tune
 
     from study.guard import DiskFloor
@@ -175,13 +178,12 @@ def _run_config(store: Store, plan: Plan, setup: TrialSetup, status_every: float
         failure_config=tune.FailureConfig(max_failures=2),
         callbacks=[Progress(plan.epochs, plan.trials, plan.concurrency, status_every, plan.study,
                             disk=DiskFloor(str(store.root))),
-                   tracking],
+                   tracking] if callbacks else [],
         verbose=0,  # our console (study.progress) instead of Ray's result tables
     )
 
 
-def _rerun_tuner(store: Store, plan: Plan, space: SearchSpace, trainable, setup: TrialSetup,
-                 status_every: float):
+def _rerun_tuner(plan: Plan, space: SearchSpace, trainable, run_config):
     """Every cell of a grid, or every point of an export file, with ``plan.seeds`` seeds, each
     trained to its end (no searcher, no scheduler)."""
     from ray import tune
@@ -200,7 +202,7 @@ def _rerun_tuner(store: Store, plan: Plan, space: SearchSpace, trainable, setup:
         trainable,
         param_space={"point": tune.grid_search(points), "seed": tune.grid_search(seeds)},
         tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=plan.concurrency),
-        run_config=_run_config(store, plan, setup, status_every),
+        run_config=run_config,
     )
 
 

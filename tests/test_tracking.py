@@ -273,3 +273,35 @@ def test_study_line_counts_trials_and_estimates_time_left_from_measured_epochs()
     exported = {"point": {"K": 8, "threshold": 0.3, "tau": 0.5, "width": 0.25, "epochs": 8,
                           "dataset": "fmnist"}, "seed": 2}  # an exported point: its settings out
     assert trial_params(exported) == "K=8 seed=2 tau=0.5 threshold=0.3"
+
+
+def test_the_bookkeeping_benchmarks_trial_reports_what_a_real_trial_reports(trial, tmp_path,
+                                                                              monkeypatch):
+    """``study.bookkeeping.fake_trial`` stands in for the training in the benchmark: the same
+    result keys every epoch and at the end, the same report files (its plots aside) and an
+    encoder that loads into the trial's model."""
+    from study.bookkeeping import fake_trial
+
+    setup, real = trial
+    fake = Reports(tmp_path)
+    monkeypatch.setattr(tune, "report", fake)
+    fake_trial(SAMPLED, setup)
+    assert [r["epoch"] for r in fake.results] == [r["epoch"] for r in real.results]
+    for ours, theirs in zip(fake.results, real.results):
+        assert set(ours) == set(theirs)
+        assert set(ours[tt.METRICS]) == set(theirs[tt.METRICS])
+    assert set(fake.results[-1][tt.FINAL]) == set(real.results[-1][tt.FINAL])
+
+    def files(checkpoint):
+        root = Path(checkpoint.path)
+        return {str(p.relative_to(root)) for p in root.rglob("*")
+                if p.is_file() and p.suffix != ".png"}
+
+    assert files(fake.checkpoints[-1]) == files(real.checkpoints[-1])
+    import torch
+
+    from trainables.models import DecoupledResNet
+
+    state = torch.load(Path(fake.checkpoints[-1].path) / tt.REPORT_DIR / tt.ENCODER_FILE,
+                       weights_only=True)
+    DecoupledResNet("resnet18", 2, 1, "small", 0.125).encoder().load_state_dict(state)

@@ -1,0 +1,334 @@
+"""The bookkeeping benchmark (``python -m study.bench --bookkeeping``): everything a study does
+but the training.
+
+A benchmark, never a user-facing mode. ``fake_trial`` stands in for ``run_trial``: it reports
+what a real trial reports (the same keys and shapes: per-block losses, kept ratios and
+thresholds every epoch, the kNN monitor on its epochs, the costs, the data set's description,
+checkpoints, a final report with spectra, metrics.json and a real encoder's state dict, small),
+with plausible values drawn from the trial's parameters, as fast as Ray Tune takes them. What is
+timed is then the driver (Ray Tune, Optuna, ASHA, our console and MLflow tracking), the store
+and the readers (summary, export, report, Pareto front, the MLflow UI's runs page).
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import json
+import math
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from study._cli import log
+
+DIVERGED_SHARE = 0.01  # of the trials: they end at a random epoch with a non-finite loss
+REPORT_TIMEOUT = 600
+
+
+def fake_trial(config: dict, setup: dict) -> None:
+    """``run_trial``'s results without training; resumes from its own checkpoints."""
+    from ray import tune
+
+    from trainables.tune_trainable import (
+        CHECKPOINT_FILE,
+        DATA,
+        ENCODER_FILE,
+        FINAL,
+        FINAL_FILE,
+        FINISHED,
+        METRICS,
+        OBJECTIVE,
+        REPORT_DIR,
+        WORST,
+        TrialSetup,
+        trial_config,
+    )
+
+    s = TrialSetup(**setup)
+    cfg = trial_config(config, s.base)
+    started = time.time()
+    epoch = 0
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            if (Path(d) / FINAL_FILE).exists():
+                tune.report(json.loads((Path(d) / FINAL_FILE).read_text()))
+                return
+            epoch = json.loads((Path(d) / CHECKPOINT_FILE).read_text())["epoch"]
+    costs, encoder = _model(cfg.arch, cfg.K, cfg.width, cfg.dataset)
+    quality = _quality(cfg.threshold, cfg.tau, cfg.K)
+    rng = random.Random(f"{cfg.seed} {cfg.threshold} {cfg.tau} {cfg.K}")
+    diverges_at = rng.randint(1, cfg.epochs) if rng.random() < DIVERGED_SHARE else None
+    history = []
+    while epoch < cfg.epochs:
+        epoch += 1
+        progress = 1 - math.exp(-3 * epoch / cfg.epochs)
+        knn = min(0.99, max(0.0, quality * (0.5 + 0.5 * progress) + rng.gauss(0, 0.01)))
+        record = {f"{name}_block{k + 1}": value for k in range(cfg.K) for name, value in (
+            ("loss", 6.0 - 2.0 * progress + 0.1 * k), ("kept_pos", 0.9 - 0.02 * k),
+            ("kept_neg", 0.5 - 0.01 * k), ("threshold", cfg.threshold or 0.0))}
+        record.update(images_per_s=5000.0, epoch_seconds=0.5)
+        monitored = epoch % cfg.monitor_every == 0 or epoch == cfg.epochs
+        if monitored:
+            record["knn_val_acc"] = knn
+        history.append({"epoch": epoch, **record})
+        result = {"epoch": epoch, "diverged": epoch == diverges_at, METRICS: record, **costs}
+        if monitored:
+            result[OBJECTIVE] = knn
+        if len(history) == 1:  # the first result of this trial process
+            result[DATA] = {"name": cfg.dataset, "pretrain": 1000, "train": 1000, "val": 200,
+                            "test": 500, "digest": "bookkeeping00000", "shape": [1, 28, 28]}
+        if result["diverged"]:
+            record.pop("knn_val_acc", None)
+            result[OBJECTIVE] = result["linear_val_acc"] = WORST
+            tune.report({**result, FINISHED: True})
+            return
+        last = epoch == cfg.epochs
+        if not (last or epoch % s.checkpoint_every == 0):
+            tune.report(result)
+            continue
+        with tempfile.TemporaryDirectory() as d:
+            (Path(d) / CHECKPOINT_FILE).write_text(json.dumps({"epoch": epoch}))
+            if last:
+                out = Path(d) / REPORT_DIR
+                result[FINAL] = _final(cfg, quality, costs, started, rng)
+                _write_report(out, cfg, result[FINAL], history, rng)
+                (out / ENCODER_FILE).write_bytes(encoder)
+                result["linear_val_acc"] = result[FINAL]["linear_val_acc"]
+                result[FINISHED] = True
+                (Path(d) / FINAL_FILE).write_text(json.dumps(result))
+            tune.report(result, checkpoint=tune.Checkpoint.from_directory(d))
+
+
+def _quality(threshold: float | None, tau: float, K: int) -> float:
+    """A smooth accuracy surface with its best near the paper's point (T 0.3, tau 0.5)."""
+    t = 0.0 if threshold is None else threshold
+    return max(0.1, 0.85 - 0.3 * (t - 0.3) ** 2 - 0.1 * abs(math.log(tau / 0.5)) - 0.005 * K)
+
+
+@functools.lru_cache(maxsize=8)
+def _model(arch: str, K: int, width: float, dataset: str) -> tuple[dict, bytes]:
+    """The real costs and encoder state dict of the trial's model, built once per process."""
+    import torch
+
+    from trainables.cost import block_costs, cost_summary
+    from trainables.data import dataset_spec
+    from trainables.models import DecoupledResNet
+
+    spec = dataset_spec(dataset)
+    model = DecoupledResNet(arch, K, spec.channels, spec.stem, width)
+    costs = {k: float(v) for k, v in cost_summary(
+        block_costs(model, (spec.channels, spec.size, spec.size))).items()}
+    buffer = io.BytesIO()
+    torch.save(model.encoder().state_dict(), buffer)
+    return costs, buffer.getvalue()
+
+
+def _final(cfg, quality: float, costs: dict, started: float, rng: random.Random) -> dict:
+    linear = min(0.99, quality + rng.gauss(0, 0.01))
+    out = {"linear_train_acc": min(1.0, linear + 0.05), "linear_val_acc": linear,
+           "linear_test_acc": linear - 0.01, **costs, "wall_time_s": time.time() - started}
+    for k in range(cfg.K):
+        out[f"probe_val_acc_block{k + 1}"] = linear * (0.6 + 0.4 * (k + 1) / cfg.K)
+        out[f"probe_test_acc_block{k + 1}"] = linear * (0.6 + 0.4 * (k + 1) / cfg.K) - 0.01
+        out[f"effective_rank_block{k + 1}"] = 20.0 + 5 * k
+    return out
+
+
+def _write_report(out: Path, cfg, final: dict, history: list, rng: random.Random) -> None:
+    import numpy as np
+
+    (out / "spectra").mkdir(parents=True)
+    for k in range(cfg.K):
+        values = np.sort(np.abs(np.array([rng.gauss(0, 1) for _ in range(64)])))[::-1]
+        np.save(out / "spectra" / f"block_{k + 1}.npy", values / values[0])
+    (out / "metrics.json").write_text(json.dumps(
+        {"config": cfg.to_dict(), **final, "history": history}))
+
+
+SPACE = """
+# The bookkeeping benchmark's space (study.bookkeeping): what is searched is real; the trials
+# train nothing.
+dataset: digits
+model: {{arch: {arch}, width: {width}}}
+train: {{batch_size: 128, K: {K}, threshold: 0.0, tau: 0.5, linear_epochs: 1}}
+search:
+  threshold: {{type: float, low: -1.0, high: 0.9}}
+  tau: {{type: float, low: 0.1, high: 1.0, log: true}}
+  K: {{type: categorical, choices: [{K}]}}
+points_to_evaluate:
+  - {{threshold: 0.3, tau: 0.5, K: {K}}}
+budgets:
+  smoke: {{epochs: {epochs}, trials: {trials}, concurrency: {concurrency},
+          grace_period: {grace}, checkpoint_every: {checkpoint_every}}}
+"""
+
+
+def space_text(trials: int, epochs: int, K: int, concurrency: int) -> str:
+    """ResNet-18 for K up to 8, ResNet-50 (16 residual blocks) for K = 16, narrow (the encoder
+    file stays small); ASHA's grace and the checkpoints as our budgets set them: a short study
+    (digits ``short``: grace 5 of 30 epochs, a checkpoint every epoch) or a paper-length one
+    (``paper``: grace 100 of 1000, a checkpoint every 10)."""
+    arch, width = ("resnet18", 0.125) if K <= 8 else ("resnet50", 0.0625)
+    paper_length = epochs >= 100
+    return SPACE.format(arch=arch, width=width, K=K, epochs=epochs, trials=trials,
+                        concurrency=concurrency,
+                        grace=max(1, epochs // (10 if paper_length else 6)),
+                        checkpoint_every=10 if paper_length else 1)
+
+
+def run_study(root: Path, tracking_uri: str | None, name: str, trials: int, epochs: int, K: int,
+              concurrency: int, callbacks: bool) -> dict:
+    """One bookkeeping study on the Ray of this process: its plan as ``study.tune`` makes it,
+    its parent run and record, ``Tuner.fit()`` timed, Optuna's suggest times recorded."""
+    from study import lifecycle
+    from study.plan import new_plan
+    from study.search import StudySearch
+    from study.space import load_space
+    from study.state import saved_state
+    from study.store import Store
+    from study.tune import parse_args
+    from study.tuner import make_tuner
+
+    store = Store.at(root, tracking_uri)
+    space_file = root / f"{name}.yaml"
+    space_file.write_text(space_text(trials, epochs, K, concurrency))
+    plan = new_plan(store, parse_args(["--dataset", "digits", "--space", str(space_file),
+                                       "--budget", "smoke", "--study-name", name]))
+    plan.cpus_per_trial = max(0.01, (os.cpu_count() or 1) / concurrency)
+    space = load_space(plan.space_file)
+    plan.experiment_id = store.experiment_id(plan.dataset)
+    plan.parent_run_id = lifecycle.parent_run(store, plan, space)
+    store.save_study(plan.study, plan.__dict__)
+    suggest_ms: list[float] = []
+    original = StudySearch.suggest
+
+    def timed_suggest(self, trial_id):
+        start = time.perf_counter()
+        try:
+            return original(self, trial_id)
+        finally:
+            suggest_ms.append(1000 * (time.perf_counter() - start))
+
+    tuner = make_tuner(store, plan, space, False, 3600.0, trial_fn=fake_trial,
+                       callbacks=callbacks)
+    StudySearch.suggest = timed_suggest
+    try:
+        start = time.perf_counter()
+        grid = tuner.fit()
+        fit_s = time.perf_counter() - start
+    finally:
+        StudySearch.suggest = original
+    state = saved_state(store.ray_dir / plan.study, plan.trials)
+    if state is None or not state.complete:
+        raise RuntimeError(f"bookkeeping study {name} did not complete: "
+                           f"{state.describe() if state else 'no state'}")
+    results = sum(int(r.metrics.get("training_iteration", 0)) for r in grid)
+    return {"store": store, "plan": plan, "fit_s": fit_s, "results": results,
+            "suggest_ms": suggest_ms}
+
+
+def bookkeeping(trials: int, epochs: int, K: int, tracking_uri: str | None = None,
+                concurrency: int = 4, ui: bool = True, root: Path | None = None) -> dict:
+    """The bookkeeping benchmark's figures (see ``study.bench --bookkeeping``)."""
+    import resource
+
+    import ray
+
+    from study.cluster import init_ray
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(root or tmp)
+        started_ray = init_ray(None)
+        try:
+            log(f"bookkeeping: {trials} trials x {epochs} epochs, K = {K}, {concurrency} at "
+                f"once; first without our callbacks (Ray Tune, Optuna and ASHA alone)")
+            # The callbacks' cost: the same study without them, in a store of its own.
+            off = run_study(root / "off", None, "off", trials, epochs, K, concurrency, False)
+            log(f"  without callbacks: {off['results']} results in {off['fit_s']:.1f} s; now "
+                f"with them")
+            on = run_study(root / "on", tracking_uri, "on", trials, epochs, K, concurrency, True)
+            rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # peak, Linux kB
+            log(f"  with callbacks: {on['results']} results in {on['fit_s']:.1f} s")
+        finally:
+            if started_ray:
+                ray.shutdown()
+        out = {
+            "trials": trials, "epochs": epochs, "K": K, "concurrency": concurrency,
+            "tracking": "sqlite" if tracking_uri is None else tracking_uri,
+            "results": on["results"], "fit_s": on["fit_s"],
+            "results_per_s": on["results"] / on["fit_s"],
+            "results_per_s_without_callbacks": off["results"] / off["fit_s"],
+            "driver_ms_per_result": 1000 * (on["fit_s"] / on["results"]
+                                            - off["fit_s"] / off["results"]),
+            "trial_overhead_s": (on["fit_s"] - off["fit_s"] * on["results"] / off["results"])
+            / trials,
+            "suggest_ms_at_n": statistics.median(on["suggest_ms"][-50:]),
+            "suggest_ms_first": statistics.median(on["suggest_ms"][:50]),
+            "driver_peak_rss_mb": rss / 1e6,
+        }
+        store, plan = on["store"], on["plan"]
+        out["store_mb"] = _store_mb(store)
+        out.update(readers(store, plan))
+        if ui:
+            from study.uibench import runs_page_seconds
+
+            out["ui_runs_page_s"] = runs_page_seconds(store, plan)
+        return out
+
+
+def _store_mb(store) -> dict:
+    files = {"mlflow_db": store.root / "mlflow.db", "optuna_db": store.root / "optuna.db"}
+    out = {k: f.stat().st_size / 1e6 for k, f in files.items() if f.exists()}
+    out["artifacts"] = sum(f.stat().st_size for f in store.artifacts.rglob("*")
+                           if f.is_file()) / 1e6
+    return out
+
+
+def readers(store, plan) -> dict:
+    """The end-of-study work and each reader on the finished store: as work in this process
+    (``*_s``) and as the command a user types, start-up included (``*_command_s``)."""
+    from study import lifecycle
+    from study.export import export
+    from study.pareto import finished_points, front
+    from study.records import read_trials
+    from study.report.data import load_study
+    from study.report.page import build
+
+    out = {}
+    start = time.perf_counter()
+    lifecycle.finish(store, plan)  # the end-of-study table, registration, the parent FINISHED
+    out["summary_s"] = time.perf_counter() - start
+    start = time.perf_counter()
+    export(store, plan.dataset, plan.study)
+    out["export_s"] = time.perf_counter() - start
+    start = time.perf_counter()
+    page, _ = build(store, load_study(store, plan.study))
+    out["report_s"] = time.perf_counter() - start
+    out["report_kb"] = len(page) / 1024
+    start = time.perf_counter()
+    objectives = [("linear_val_acc", "max"), ("max_block_macs", "min")]
+    front(finished_points(read_trials(store, plan.dataset, plan.study), objectives), objectives)
+    out["pareto_s"] = time.perf_counter() - start
+    flags = ["--store", str(store.root), "--study", plan.study]
+    if not store.tracking_uri.startswith("sqlite"):
+        flags += ["--tracking-uri", store.tracking_uri]
+    with tempfile.TemporaryDirectory() as d:
+        out["export_command_s"] = _command(["study.export", "--dataset", plan.dataset, *flags,
+                                            "--out", f"{d}/best.yaml"])
+        out["report_command_s"] = _command(["study.report", *flags, "--out", d])
+    log("  readers: " + ", ".join(f"{k} {v:.2f}" for k, v in out.items()))
+    return out
+
+
+def _command(args: list[str]) -> float:
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", *args], check=True, capture_output=True,
+                   timeout=REPORT_TIMEOUT)
+    return time.perf_counter() - start
