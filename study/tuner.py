@@ -140,6 +140,7 @@ def _new_tuner(store: Store, plan: Plan, space: SearchSpace, trainable, run_conf
             search_alg=ConcurrencyLimiter(searcher, max_concurrent=plan.concurrency),
             scheduler=scheduler,
             num_samples=plan.trials,
+            reuse_actors=True,  # a trial's process serves the next: no start-up per trial
         ),
         run_config=run_config,
     )
@@ -201,7 +202,8 @@ def _rerun_tuner(plan: Plan, space: SearchSpace, trainable, run_config):
     return tune.Tuner(
         trainable,
         param_space={"point": tune.grid_search(points), "seed": tune.grid_search(seeds)},
-        tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=plan.concurrency),
+        tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=plan.concurrency,
+                                    reuse_actors=True),
         run_config=run_config,
     )
 
