@@ -93,14 +93,17 @@ def saved_state(experiment_dir: Path, planned: int) -> StudyState | None:
 
 
 def repair_checkpoints(experiment_dir: Path) -> list[str]:
-    """Point each trial Ray will continue at a checkpoint that exists; the trial ids changed.
+    """Point each trial Ray will continue at its newest checkpoint on disk; the trial ids
+    changed.
 
-    Ray keeps one checkpoint a trial: registering a new one deletes the one before at once,
-    while the experiment state that names it is saved seconds later. A driver killed in between
-    (while a trial ends, its report going to MLflow) leaves a state naming a deleted checkpoint,
-    and Ray's restore of that trial fails for good. The trial's newest checkpoint on disk is the
-    one Ray would have saved: the trial continues from it (an ended trial's holds the result it
-    ended with, ``FINAL_FILE``, and replays its end).
+    A trial keeps one checkpoint: the next one deletes the one before at once
+    (``study.checkpoints``), while Ray saves the experiment state that names it seconds later
+    (on its own period, never forced). A driver killed in between leaves a state naming a
+    deleted checkpoint (Ray's restore of that trial would fail for good), an older one, or none
+    (a trial saved PENDING that has run since): the trial would train again what it had
+    trained. Its newest checkpoint on disk is the one Ray would have saved: the trial continues
+    from it (an ended trial's holds the result it ended with, ``FINAL_FILE``, and replays its
+    end).
     """
     from ray import cloudpickle
 
@@ -115,23 +118,25 @@ def repair_checkpoints(experiment_dir: Path) -> list[str]:
         if trial.get("status") in ENDED or not isinstance(manager_json, dict):
             continue
         manager = cloudpickle.loads(bytes.fromhex(manager_json["value"]))
+        storage = cloudpickle.loads(bytes.fromhex(trial["storage"]["value"]))
         latest = manager._latest_checkpoint_result
-        if latest is None or Path(latest.checkpoint.path).exists():
-            continue
-        on_disk = sorted(Path(latest.checkpoint.path).parent.glob("checkpoint_*"))
-        if on_disk:
+        named = Path(latest.checkpoint.path) if latest is not None else None
+        on_disk = sorted(Path(storage.trial_fs_path).glob("checkpoint_*"))
+        if on_disk and on_disk[-1] != named:
+            from ray.train._internal.session import _TrainingResult
             from ray.tune import Checkpoint
 
-            result = copy.copy(latest)
-            result.checkpoint = Checkpoint(str(on_disk[-1]), latest.checkpoint.filesystem)
+            result = copy.copy(latest) if latest is not None else _TrainingResult(None, {})
+            result.checkpoint = Checkpoint(str(on_disk[-1]), storage.storage_filesystem)
             manager._latest_checkpoint_result = result
             manager._checkpoint_results = [result]
             # The next checkpoint the trial saves gets a new name, past the one it resumes from.
-            storage = cloudpickle.loads(bytes.fromhex(trial["storage"]["value"]))
             storage.current_checkpoint_index = int(on_disk[-1].name.split("_")[-1]) + 1
             trial["storage"]["value"] = cloudpickle.dumps(storage).hex()
-        else:
+        elif not on_disk and named is not None:
             manager._latest_checkpoint_result, manager._checkpoint_results = None, []
+        else:
+            continue
         manager_json["value"] = cloudpickle.dumps(manager).hex()
         entry[0], entry[1] = json.dumps(trial, indent=2), json.dumps(runtime, indent=2)
         changed.append(trial["trial_id"])

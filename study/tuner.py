@@ -40,8 +40,8 @@ def make_tuner(store: Store, plan: Plan, space: SearchSpace, resume: bool,
         log(f"resuming {plan.study} from {path}")
         repaired = repair_checkpoints(path)
         if repaired:
-            log(f"{', '.join(repaired)}: Ray's saved state named a checkpoint deleted before the "
-                f"driver stopped; continuing from the trial's newest one on disk")
+            log(f"{', '.join(repaired)}: Ray's saved state was older than the newest checkpoint "
+                f"on disk; continuing from it")
         # A trial in ERROR spent its retries: it has ended (study.state) and stays so.
         return tune.Tuner.restore(str(path), trainable, resume_errored=False)
     if resume:  # stopped before Ray saved any state: nothing Ray knows of to continue
@@ -159,10 +159,12 @@ def _sampler(plan: Plan, trials: int):
 def _run_config(store: Store, plan: Plan, setup: TrialSetup, status_every: float,
                 callbacks: bool = True):
     """Where Tune keeps the study, one checkpoint a trial (the latest: enough to resume; at
-    K = 16 on ResNet-50 each holds about 2.3 GB), two retries of a crashed trial, and the
-    callbacks that print progress and track every trial in MLflow (``callbacks``)."""
+    K = 16 on ResNet-50 each holds about 2.3 GB; ``study.checkpoints`` says why not Ray's
+    ``num_to_keep``), two retries of a crashed trial, and the callbacks that print progress
+    and track every trial in MLflow (``callbacks``)."""
     from ray import tune
 
+    from study.checkpoints import LatestCheckpointOnly
     from study.guard import DiskFloor
     from study.progress import Progress
     from study.tracking import MlflowTracking
@@ -175,11 +177,11 @@ def _run_config(store: Store, plan: Plan, setup: TrialSetup, status_every: float
     return tune.RunConfig(
         name=plan.study,
         storage_path=str(store.ray_dir),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
         failure_config=tune.FailureConfig(max_failures=2),
-        callbacks=[Progress(plan.epochs, plan.trials, plan.concurrency, status_every, plan.study,
-                            disk=DiskFloor(str(store.root))),
-                   tracking] if callbacks else [],
+        callbacks=[LatestCheckpointOnly(), *([
+            Progress(plan.epochs, plan.trials, plan.concurrency, status_every, plan.study,
+                     disk=DiskFloor(str(store.root))), tracking] if callbacks else [])],
         verbose=0,  # our console (study.progress) instead of Ray's result tables
     )
 
