@@ -18,8 +18,8 @@ from study.records import TrialRecord
 from study.store import Store
 from study.strata import study_splits
 from study.summary import study_rows
-from trainables.data import SPECS
 from trainables.errors import ConfigError
+from trainables.specs import SPECS
 
 
 def export(store: Store, dataset: str, study: str) -> dict:

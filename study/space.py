@@ -17,9 +17,8 @@ from pathlib import Path
 import yaml
 
 from trainables.config import range_problem
-from trainables.data import SPECS
 from trainables.errors import ConfigError
-from trainables.models import ARCHS, allowed_K
+from trainables.specs import ARCH_LAYERS, SPECS, allowed_K
 
 SEARCHABLE = ("threshold", "threshold_slope", "tau", "K", "subsample", "head", "lr",
               "weight_decay")
@@ -167,8 +166,9 @@ def parse_space(raw: object, source: str) -> SearchSpace:
     if dataset not in SPECS:
         raise where.error("dataset", f"{dataset!r} is unknown; allowed: {', '.join(SPECS)}")
     model = _dataclass(where, "model", raw["model"], Model)
-    if model.arch not in ARCHS:
-        raise where.error("model.arch", f"{model.arch!r} is unknown; allowed: {', '.join(ARCHS)}")
+    if model.arch not in ARCH_LAYERS:
+        raise where.error("model.arch",
+                          f"{model.arch!r} is unknown; allowed: {', '.join(ARCH_LAYERS)}")
     if not _number(model.width) or model.width <= 0:
         raise where.error("model.width", f"{model.width!r} must be a positive number")
     train = _dataclass(where, "train", raw.get("train") or {}, Train)

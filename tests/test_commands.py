@@ -153,3 +153,13 @@ def test_a_study_prepares_its_data_before_ray_starts(tmp_path, monkeypatch):
     with pytest.raises(DataError, match="cifar10 not found in"):
         tune_command.main(["--dataset", "cifar10", "--store", str(tmp_path / "mlruns"),
                            "--data-dir", str(tmp_path / "data")])
+
+
+def test_the_commands_that_read_a_study_never_import_torch():
+    """export and report read MLflow: torch and torchvision would add seconds to each start
+    (study.bench --bookkeeping times them as commands)."""
+    code = ("import sys, study.export, study.report.__main__, study.summary; "
+            "print(sorted(m for m in ('torch', 'torchvision') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "[]"

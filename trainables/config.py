@@ -10,10 +10,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, fields
 
-from trainables.data import dataset_spec
 from trainables.errors import ConfigError
-from trainables.losses import SUBSAMPLE_MODES
-from trainables.models import HEADS, check_K
+from trainables.specs import HEADS, SUBSAMPLE_MODES, check_K, dataset_spec
 
 PRECISIONS = ("auto", "bf16", "fp32")
 

@@ -21,30 +21,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trainables.errors import ConfigError, DataError
+from trainables.errors import DataError
+from trainables.specs import (  # noqa: F401 (their home is trainables.specs)
+    DEBIAN_FMNIST,
+    SPECS,
+    DatasetSpec,
+    dataset_spec,
+)
 
 SPLIT_SEED = 0  # the validation (and digits' test) split never moves with the run's seed
-# Debian's copy of the real Fashion-MNIST (`apt-get install dataset-fashion-mnist`): the four
-# original .gz IDX files, read-only.
-DEBIAN_FMNIST = Path("/usr/share/datasets/fashion-mnist")
 FMNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
                 "t10k-labels-idx1-ubyte")
-
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    name: str
-    channels: int
-    size: int
-    num_classes: int
-    arch: str  # the paper's default architecture for this data set
-    stem: str
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    val_fraction: float
-    width: float  # default channel multiplier: narrow where a CPU must cope
-    files: str  # where the raw files go, for the error message
-    offline: str = ""  # another way to the files without a download, for the error message
 
 
 @dataclass
@@ -83,37 +70,6 @@ class DataBundle:
                     copies[id(t)] = t.to(device)
                 moved[f.name] = copies[id(t)]
         return replace(self, **moved)
-
-
-SPECS = {
-    "digits": DatasetSpec(
-        "digits", 1, 8, 10, "resnet18", "small", (0.305,), (0.376,), 0.1, 0.25,
-        "nowhere: scikit-learn ships them",
-    ),
-    "fmnist": DatasetSpec(
-        "fmnist", 1, 28, 10, "resnet18", "small", (0.286,), (0.353,), 0.1, 1.0,
-        "{root}/FashionMNIST/raw/ (train-images-idx3-ubyte, train-labels-idx1-ubyte, "
-        "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte)",
-        f"apt-get install dataset-fashion-mnist (Debian's copy, read from {DEBIAN_FMNIST})",
-    ),
-    "cifar10": DatasetSpec(
-        "cifar10", 3, 32, 10, "resnet50", "small",
-        (0.491, 0.482, 0.447), (0.247, 0.243, 0.262), 0.1, 1.0,
-        "{root}/cifar-10-batches-py/ (data_batch_1..5, test_batch, batches.meta)",
-    ),
-    "stl10": DatasetSpec(
-        "stl10", 3, 96, 10, "resnet50", "stl10",
-        (0.441, 0.428, 0.387), (0.268, 0.261, 0.269), 0.1, 1.0,
-        "{root}/stl10_binary/ (train_X.bin, train_y.bin, test_X.bin, test_y.bin, "
-        "unlabeled_X.bin)",
-    ),
-}
-
-
-def dataset_spec(name: str) -> DatasetSpec:
-    if name not in SPECS:
-        raise ConfigError(f"dataset={name!r} is unknown; allowed: {', '.join(SPECS)}")
-    return SPECS[name]
 
 
 def load_data(

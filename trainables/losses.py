@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-SUBSAMPLE_MODES = ("both", "pos", "neg")
+from trainables.specs import SUBSAMPLE_MODES  # noqa: F401 (its home is trainables.specs)
 
 
 @dataclass

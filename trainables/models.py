@@ -14,6 +14,17 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from trainables.errors import ConfigError
+from trainables.specs import (  # noqa: F401 (their home is trainables.specs)
+    ARCH_LAYERS,
+    HEADS,
+    STEMS,
+    allowed_K,
+    arch_layers,
+    check_K,
+    n_residual_blocks,
+    residual_positions,
+    split_points,
+)
 
 
 @dataclass(frozen=True)
@@ -23,47 +34,15 @@ class ArchSpec:
 
 
 ARCHS = {
-    "resnet18": ArchSpec(BasicBlock, (2, 2, 2, 2)),
-    "resnet50": ArchSpec(Bottleneck, (3, 4, 6, 3)),
+    "resnet18": ArchSpec(BasicBlock, ARCH_LAYERS["resnet18"]),
+    "resnet50": ArchSpec(Bottleneck, ARCH_LAYERS["resnet50"]),
 }
 BASE_WIDTHS = (64, 128, 256, 512)
-STEMS = ("small", "stl10")  # 3x3/s1 for CIFAR-10, Fashion-MNIST, digits; 5x5/s2 for STL-10
 PROJ_DIM = 128
 
 
-def n_residual_blocks(arch: str) -> int:
-    return sum(_arch(arch).layers)
-
-
-def allowed_K(arch: str) -> list[int]:
-    n = n_residual_blocks(arch)
-    return [k for k in range(1, n + 1) if n % k == 0]
-
-
-def check_K(arch: str, K: int) -> None:
-    if K not in allowed_K(arch):
-        raise ConfigError(
-            f"K={K} does not divide the {n_residual_blocks(arch)} residual blocks of {arch}; "
-            f"allowed: {', '.join(map(str, allowed_K(arch)))}"
-        )
-
-
-def split_points(arch: str, K: int) -> list[tuple[int, int]]:
-    """Decoupling points in Table 3's notation: after (layer, block), both 1-indexed."""
-    check_K(arch, K)
-    positions = residual_positions(arch)
-    per_block = len(positions) // K
-    return [positions[(k + 1) * per_block - 1] for k in range(K - 1)]
-
-
-def residual_positions(arch: str) -> list[tuple[int, int]]:
-    """Every residual block as (layer, block), 1-indexed, in order: Table 3's notation."""
-    return [(li + 1, bi + 1) for li, n in enumerate(_arch(arch).layers) for bi in range(n)]
-
-
 def _arch(arch: str) -> ArchSpec:
-    if arch not in ARCHS:
-        raise ConfigError(f"arch={arch!r} is unknown; allowed: {', '.join(ARCHS)}")
+    arch_layers(arch)  # one error for an unknown name
     return ARCHS[arch]
 
 
@@ -141,7 +120,6 @@ class MLPHead(nn.Module):
         return self.net(h)
 
 
-HEADS = ("paper", "mlp")  # local projector designs, see ``make_head``
 
 
 def make_head(design: str, channels: int, last: bool, out_dim: int = PROJ_DIM) -> nn.Module:
