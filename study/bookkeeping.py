@@ -44,6 +44,7 @@ def fake_trial(config: dict, setup: dict) -> None:
         FINISHED,
         METRICS,
         OBJECTIVE,
+        REPLAY,
         REPORT_DIR,
         WORST,
         TrialSetup,
@@ -53,19 +54,21 @@ def fake_trial(config: dict, setup: dict) -> None:
     s = TrialSetup(**setup)
     cfg = trial_config(config, s.base)
     started = time.time()
-    epoch = 0
+    epoch, history, replay = 0, [], None
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
             if (Path(d) / FINAL_FILE).exists():
                 tune.report(json.loads((Path(d) / FINAL_FILE).read_text()))
                 return
-            epoch = json.loads((Path(d) / CHECKPOINT_FILE).read_text())["epoch"]
+            saved = json.loads((Path(d) / CHECKPOINT_FILE).read_text())
+        epoch, history = saved["epoch"], saved["history"]
+        replay = [dict(r) for r in history]
     costs, encoder = _model(cfg.arch, cfg.K, cfg.width, cfg.dataset)
     quality = _quality(cfg.threshold, cfg.tau, cfg.K)
     rng = random.Random(f"{cfg.seed} {cfg.threshold} {cfg.tau} {cfg.K}")
     diverges_at = rng.randint(1, cfg.epochs) if rng.random() < DIVERGED_SHARE else None
-    history = []
+    first = True
     while epoch < cfg.epochs:
         epoch += 1
         progress = 1 - math.exp(-3 * epoch / cfg.epochs)
@@ -81,9 +84,12 @@ def fake_trial(config: dict, setup: dict) -> None:
         result = {"epoch": epoch, "diverged": epoch == diverges_at, METRICS: record, **costs}
         if monitored:
             result[OBJECTIVE] = knn
-        if len(history) == 1:  # the first result of this trial process
+        if first:  # the first result of this trial process
             result[DATA] = {"name": cfg.dataset, "pretrain": 1000, "train": 1000, "val": 200,
                             "test": 500, "digest": "bookkeeping00000", "shape": [1, 28, 28]}
+            if replay is not None:
+                result[REPLAY] = replay
+            first = False
         if result["diverged"]:
             record.pop("knn_val_acc", None)
             result[OBJECTIVE] = result["linear_val_acc"] = WORST
@@ -94,7 +100,8 @@ def fake_trial(config: dict, setup: dict) -> None:
             tune.report(result)
             continue
         with tempfile.TemporaryDirectory() as d:
-            (Path(d) / CHECKPOINT_FILE).write_text(json.dumps({"epoch": epoch}))
+            (Path(d) / CHECKPOINT_FILE).write_text(json.dumps({"epoch": epoch,
+                                                               "history": history}))
             if last:
                 out = Path(d) / REPORT_DIR
                 result[FINAL] = _final(cfg, quality, costs, started, rng)

@@ -43,6 +43,7 @@ from trainables.tune_trainable import (
     FINAL_FILE,
     FINISHED,
     METRICS,
+    REPLAY,
     REPORT_DIR,
     TrialSetup,
     trial_config,
@@ -50,6 +51,7 @@ from trainables.tune_trainable import (
 
 ENDED_RUNS = ("FINISHED", "KILLED")  # a trial run's status once its trial ended
 STEP_METRIC = "epoch_seconds"  # logged at every epoch of every trial that did not diverge
+BATCH = 1000  # MLflow's most metrics in one log_batch
 
 
 class MlflowTracking(Callback):
@@ -146,11 +148,17 @@ class MlflowTracking(Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info):
         run_id, now = self.run_id(trial), int(time.time() * 1000)
         step = int(result.get("epoch", 0))
-        if step <= self.last_logged_step(trial, run_id):
+        last = self.last_logged_step(trial, run_id)
+        # A restored trial replays the epochs its checkpoint holds: those a killed driver had
+        # not logged yet go in now, so that no epoch is missing from the run's curves.
+        metrics = [Metric(k, v, now, r["epoch"]) for r in result.get(REPLAY, [])
+                   if last < r["epoch"] < step for k, v in r.items() if k != "epoch"]
+        if step <= last:
             return  # logged before the driver stopped; the trial resumed from an older state
-        metrics = [Metric(k, v, now, step) for k, v in result.get(METRICS, {}).items()]
+        metrics += [Metric(k, v, now, step) for k, v in result.get(METRICS, {}).items()]
         metrics += [Metric(k, v, now, step) for k, v in result.get(FINAL, {}).items()]
-        self.client.log_batch(run_id, metrics=metrics)
+        for start in range(0, len(metrics), BATCH):
+            self.client.log_batch(run_id, metrics=metrics[start:start + BATCH])
         self._logged[trial.trial_id] = step
         if DATA in result:
             self._log_dataset(run_id, result[DATA])

@@ -186,6 +186,38 @@ def test_a_resumed_study_finds_each_trials_run_again(trial, tmp_path):
     assert steps == [1, 2]
 
 
+def test_a_trial_restored_mid_run_replays_the_epochs_its_checkpoint_holds(trial, tmp_path,
+                                                                           monkeypatch):
+    setup, reports = trial
+    again = Reports(tmp_path)
+    monkeypatch.setattr(tune, "report", again)
+    monkeypatch.setattr(tune, "get_checkpoint", lambda: reports.checkpoints[0])  # epoch 1's
+    tt.run_trial(SAMPLED, setup)
+    assert [r["epoch"] for r in again.results] == [2]
+    assert again.results[0][tt.REPLAY] == [{"epoch": 1, **reports.results[0][tt.METRICS]}]
+
+
+def test_a_killed_driver_logs_the_epochs_it_lacked_from_the_replay(trial, tmp_path):
+    """The driver logged epoch 1 and died with epoch 2 checkpointed but not logged: the trial,
+    restored from epoch 2's checkpoint, reports epoch 3 with epochs 1 and 2 replayed."""
+    setup, reports = trial
+    store = Store.at(tmp_path / "mlruns")
+    tracking = _tracking(store, setup)
+    tracking.on_trial_result(0, [], FakeTrial("t1", SAMPLED), reports.results[0])
+    import pickle
+
+    again = pickle.loads(pickle.dumps(tracking))  # a new driver
+    again.runs.clear()
+    first, second = reports.results
+    replay = [{"epoch": 1, **first[tt.METRICS]}, {"epoch": 2, **second[tt.METRICS]}]
+    again.on_trial_result(0, [], FakeTrial("t1", SAMPLED),
+                          {**second, "epoch": 3, tt.REPLAY: replay})
+    client = MlflowClient(store.tracking_uri)
+    history = client.get_metric_history(tracking.runs["t1"], "loss_block1")
+    assert sorted(m.step for m in history) == [1, 2, 3]  # epoch 1 once, epoch 2 from the replay
+    assert {m.step: m.value for m in history}[2] == second[tt.METRICS]["loss_block1"]
+
+
 def test_each_trial_of_a_shared_gpu_leaves_room_for_its_cuda_context():
     total = 80 * 2**30
     share = tt.memory_fraction(0.25, total)

@@ -32,6 +32,10 @@ FINISHED = "trial_finished"
 METRICS = "metrics"  # the result key holding the epoch's metrics, {name: value}, step = epoch
 DATA = "data"  # the first result of a trial process: DataBundle.describe() of its data set
 FINAL = "final"  # the result key holding the final evaluation's scalars (last epoch only)
+# On the first result after a restore: every epoch the checkpoint holds, as [{"epoch": e,
+# **metrics}]. A driver killed after a trial saved a checkpoint but before it logged that epoch
+# (or while it held results back, ``study.tracking``) logs what it lacks from here.
+REPLAY = "replay"
 WORST = 0.0  # what a diverged trial reports: finite, never NaN (Optuna would hang on NaN)
 CHECKPOINT_FILE, FINAL_FILE, REPORT_DIR = "trainer.pt", "final.json", "report"
 ENCODER_FILE = "encoder_state_dict.pt"
@@ -101,8 +105,10 @@ def run_trial(config: dict, setup: dict) -> None:
                 tune.report(json.loads(final.read_text()))
                 return
             trainer = Trainer.from_checkpoint(Path(d) / CHECKPOINT_FILE)
+        replay = [{"epoch": r["epoch"], **epoch_metrics(r)} for r in trainer.history]
     else:
         trainer = Trainer(cfg)
+        replay = None
 
     data = trainer.data.describe()
     # The run's costs, in every result: a multi-objective study may minimise them.
@@ -122,6 +128,8 @@ def run_trial(config: dict, setup: dict) -> None:
             result[OBJECTIVE] = record["knn_val_acc"]
         if data is not None:
             result[DATA], data = data, None
+        if replay is not None:
+            result[REPLAY], replay = replay, None
         if result["diverged"]:
             result[OBJECTIVE] = result["linear_val_acc"] = WORST
             # The kNN of NaN features is noise, not a measurement: left out like the NaNs.
