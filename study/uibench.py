@@ -40,7 +40,10 @@ def wait_http(url: str, timeout: float, proc: subprocess.Popen | None = None) ->
             urllib.request.urlopen(url, timeout=2)
             return
         except OSError:
-            if time.time() > deadline or (proc is not None and proc.poll() is not None):
+            if proc is not None and proc.poll() is not None:
+                raise RuntimeError(f"the process serving {url} exited with code "
+                                   f"{proc.returncode}") from None
+            if time.time() > deadline:
                 raise RuntimeError(f"{url} did not answer within {timeout:.0f} s") from None
             time.sleep(0.2)
 

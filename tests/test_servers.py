@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -34,7 +35,7 @@ print(json.dumps({"results": study["results"], "experiment_id": study["plan"].ex
 
 
 @pytest.fixture
-def postgres(tmp_path):
+def postgres():
     """A throwaway PostgreSQL server on a loopback port, with a database ``mlflow``; its URL."""
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
     if not found:
@@ -43,15 +44,16 @@ def postgres(tmp_path):
     if os.geteuid() != 0 or shutil.which("runuser") is None:
         pytest.skip("PostgreSQL refuses to run as root: the test needs root and runuser(8)")
     bin_dir = Path(found[-1]).parent
-    root = tmp_path / "pg"
-    root.mkdir()
+    # Under /tmp, not pytest's folder (root's, closed to other users): the server's user
+    # must reach it.
+    root = Path(tempfile.mkdtemp(prefix="sls-pg-"))
     shutil.chown(root, "postgres", "postgres")
-    os.chmod(tmp_path, 0o755)  # the postgres user reaches its folder
     port = free_port()
 
     def as_postgres(*cmd):
-        subprocess.run(["runuser", "-u", "postgres", "--", *cmd], check=True,
-                       capture_output=True, timeout=120)
+        done = subprocess.run(["runuser", "-u", "postgres", "--", *cmd], capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 0, done.stdout + done.stderr
 
     as_postgres(str(bin_dir / "initdb"), "-D", str(root / "data"), "-A", "trust", "-U",
                 "postgres")
@@ -62,10 +64,12 @@ def postgres(tmp_path):
         subprocess.run([str(bin_dir / "psql"), "-h", "127.0.0.1", "-p", str(port), "-U",
                         "postgres", "-c", "create database mlflow"], check=True,
                        capture_output=True, timeout=60)
-        yield f"postgresql://postgres@127.0.0.1:{port}/mlflow"
+        # psycopg2 named: SQLAlchemy 2.1's default PostgreSQL driver is psycopg (3).
+        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/mlflow"
     finally:
         as_postgres(str(bin_dir / "pg_ctl"), "-D", str(root / "data"), "-m", "immediate",
                     "stop")
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.mark.slow

@@ -171,6 +171,7 @@ def test_a_resumed_study_finds_each_trials_run_again(trial, tmp_path):
     store = Store.at(tmp_path / "mlruns")
     tracking = _tracking(store, setup)
     tracking.on_trial_result(0, [], FakeTrial("t1", SAMPLED), reports.results[0])
+    tracking.flush()
     # The driver restarts: a new callback (unpickled by Tune) with no cache and no client.
     import pickle
 
@@ -180,6 +181,7 @@ def test_a_resumed_study_finds_each_trials_run_again(trial, tmp_path):
     # it is logged once.
     again.on_trial_result(0, [], FakeTrial("t1", SAMPLED), reports.results[0])
     again.on_trial_result(0, [], FakeTrial("t1", SAMPLED), reports.results[1])
+    again.on_experiment_end([])
     assert again.runs["t1"] == tracking.runs["t1"]
     client = MlflowClient(store.tracking_uri)
     steps = [m.step for m in client.get_metric_history(tracking.runs["t1"], "knn_val_acc")]
@@ -204,6 +206,7 @@ def test_a_killed_driver_logs_the_epochs_it_lacked_from_the_replay(trial, tmp_pa
     store = Store.at(tmp_path / "mlruns")
     tracking = _tracking(store, setup)
     tracking.on_trial_result(0, [], FakeTrial("t1", SAMPLED), reports.results[0])
+    tracking.flush()
     import pickle
 
     again = pickle.loads(pickle.dumps(tracking))  # a new driver
@@ -212,10 +215,31 @@ def test_a_killed_driver_logs_the_epochs_it_lacked_from_the_replay(trial, tmp_pa
     replay = [{"epoch": 1, **first[tt.METRICS]}, {"epoch": 2, **second[tt.METRICS]}]
     again.on_trial_result(0, [], FakeTrial("t1", SAMPLED),
                           {**second, "epoch": 3, tt.REPLAY: replay})
+    again.on_experiment_end([])
     client = MlflowClient(store.tracking_uri)
     history = client.get_metric_history(tracking.runs["t1"], "loss_block1")
     assert sorted(m.step for m in history) == [1, 2, 3]  # epoch 1 once, epoch 2 from the replay
     assert {m.step: m.value for m in history}[2] == second[tt.METRICS]["loss_block1"]
+
+
+def test_epochs_are_written_together_and_all_of_them_by_the_end(trial, tmp_path, monkeypatch):
+    import study.tracking
+
+    setup, reports = trial
+    store = Store.at(tmp_path / "mlruns")
+    tracking = _tracking(store, setup)
+    client = MlflowClient(store.tracking_uri)
+    monkeypatch.setattr(study.tracking, "FLUSH_SECONDS", 3600.0)
+    for r in reports.results:
+        tracking.on_trial_result(0, [], FakeTrial("t1", SAMPLED), r)
+        tracking.on_step_end(0, [])
+    history = lambda: client.get_metric_history(tracking.runs["t1"], "knn_val_acc")  # noqa: E731
+    assert history() == []  # held back
+    tracking.on_experiment_end([])  # the end of Tuner.fit(), a stop included
+    assert [m.step for m in history()] == [1, 2]
+    monkeypatch.setattr(study.tracking, "FLUSH_SECONDS", 0.0)
+    tracking.on_trial_result(0, [], FakeTrial("t2", SAMPLED), reports.results[0])
+    assert [m.step for m in client.get_metric_history(tracking.runs["t2"], "knn_val_acc")] == [1]
 
 
 def test_each_trial_of_a_shared_gpu_leaves_room_for_its_cuda_context():
