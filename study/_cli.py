@@ -31,7 +31,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def parser(prog: str, doc: str) -> Parser:
-    return Parser(prog=prog, description=doc.strip().splitlines()[0])
+    return Parser(prog=prog, description=(doc.strip().splitlines() or [""])[0])
 
 
 def threshold_arg(text: str) -> float | None:

@@ -195,18 +195,17 @@ def run_study(root: Path, tracking_uri: str | None, name: str, trials: int, epoc
     """One bookkeeping study on the Ray of this process: its plan as ``study.tune`` makes it,
     its parent run and record, ``Tuner.fit()`` timed, Optuna's suggest times recorded."""
     from study import lifecycle
-    from study.plan import new_plan
+    from study.plan import new_plan, parse_study_args
     from study.search import StudySearch
     from study.space import load_space
     from study.state import saved_state
     from study.store import Store
-    from study.tune import parse_args
     from study.tuner import make_tuner
 
     store = Store.at(root, tracking_uri)
     space_file = root / f"{name}.yaml"
     space_file.write_text(space_text(trials, epochs, K, concurrency))
-    plan = new_plan(store, parse_args(["--dataset", "digits", "--space", str(space_file),
+    plan = new_plan(store, parse_study_args(["--dataset", "digits", "--space", str(space_file),
                                        "--budget", "smoke", "--study-name", name]))
     plan.cpus_per_trial = max(0.01, (os.cpu_count() or 1) / concurrency)
     space = load_space(plan.space_file)

@@ -4,15 +4,18 @@ before anything starts."""
 
 from __future__ import annotations
 
+import argparse
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from study._cli import parser
 from study.exportfile import points as export_points
-from study.space import SearchSpace, load_space, resolve_space, space_path
+from study.space import BUDGETS, SearchSpace, load_space, resolve_space, space_path
 from study.store import Store
 from study.strata import check_K, label, parse_K, shares, strata_of
 from trainables.errors import ConfigError
+from trainables.specs import SPECS
 
 
 @dataclass
@@ -196,3 +199,65 @@ def _strata(args, space: SearchSpace, trials: int) -> tuple[list[int], list[dict
                           f"each of its {len(strata)} splits ({', '.join(map(label, strata))}) "
                           f"its share; give at least {len(strata)}, or choose splits with --K")
     return only_K, strata, trials
+
+
+def parse_study_args(argv: list[str] | None, doc: str = "") -> argparse.Namespace:
+    """``python -m study.tune``'s flags: what a plan is made of (``new_plan``)."""
+    p = parser("python -m study.tune", doc)
+    p.add_argument("--dataset", default="digits", help=f"one of {', '.join(SPECS)}")
+    p.add_argument("--budget", choices=BUDGETS, default=None,
+                   help="default: short when a GPU is visible, else smoke")
+    p.add_argument("--trials", type=int, default=None,
+                   help="default: the budget's; a search shares them equally among its splits")
+    p.add_argument("--trials-per-K", dest="trials_per_K", type=int, default=None, metavar="N",
+                   help="a search's trials per split (instead of --trials)")
+    p.add_argument("--K", default=None, metavar="K[,K...]",
+                   help="search only these splits, e.g. 8 or 4,8 (default: every K of the space)")
+    p.add_argument("--epochs", type=int, default=None, help="default: the budget's")
+    p.add_argument("--concurrency", type=int, default=None, help="default: the budget's")
+    p.add_argument("--gpus-per-trial", type=float, default=None,
+                   help="e.g. 0.25 to pack four trials on a GPU (default: share the GPUs "
+                        "among concurrent trials, 0 without GPUs)")
+    p.add_argument("--cpus-per-trial", type=float, default=None,
+                   help="default: the cluster's CPUs shared among concurrent trials")
+    p.add_argument("--space", default=None,
+                   help="a search-space YAML of your own, or a shipped one by name "
+                        "(e.g. fmnist-pareto: accuracy against parallel cost)")
+    p.add_argument("--study-name", default=None, help="default: <dataset>-<budget>-<time>")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the named study (default: the latest of --dataset)")
+    p.add_argument("--address", default=None,
+                   help="join this Ray cluster (every node must see the same --store)")
+    p.add_argument("--tracking-uri", default=None,
+                   help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or mlruns/mlflow.db)")
+    p.add_argument("--store", default="mlruns", help="folder of the local records")
+    p.add_argument("--status-every", type=float, default=60.0, metavar="SECONDS",
+                   help="print a study line (done, running, best, time left) this often")
+    p.add_argument("--data-dir", default=None,
+                   help="default: data (with --compare: the searched study's)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="seeds the sampler and every trial (default 0; with --compare, the "
+                        "searched study's seed + 1: fresh seeds, not the runs that won)")
+    p.add_argument("--grid", default=None,
+                   help="run a grid of the space's YAML (table1, ablation, tsweep, ...): every "
+                        "cell x seed trained to its end, no search, no early stopping")
+    p.add_argument("--config", type=Path, default=None,
+                   help="a study.export YAML: re-run its chosen points (no search)")
+    p.add_argument("--compare", default=None, metavar="STUDY",
+                   help="after a search: re-run its best configuration of each K and the "
+                        "paper's point at that K with --seeds seeds each, and compare them")
+    p.add_argument("--keep-weights", type=keep_weights_arg, default=None, metavar="N|all",
+                   help="finished trials whose encoder weights stay in MLflow, best first by "
+                        "validation accuracy (default: the space's keep_weights, 3)")
+    p.add_argument("--seeds", type=int, default=None,
+                   help="with --grid, --config or --compare: seeds per point, from --seed on "
+                        "(default: the budget's, 3 unless it says otherwise)")
+    return p.parse_args(argv)
+
+
+def keep_weights_arg(text: str) -> int | str:
+    if text == "all":
+        return text
+    if text.isdigit() and int(text) >= 1:
+        return int(text)
+    raise argparse.ArgumentTypeError(f"{text!r} is not an integer >= 1 or all")

@@ -208,7 +208,7 @@ def test_compare_points_pair_each_splits_best_with_the_papers_point(searched):
 
 def test_a_comparison_runs_on_fresh_seeds_never_the_searchs_own(searched):
     from study.plan import new_plan
-    from study.tune import parse_args
+    from study.plan import parse_study_args as parse_args
     from trainables.errors import ConfigError
 
     args = ["--dataset", "digits", "--compare", "s", "--seeds", "2", "--store",
