@@ -7,19 +7,25 @@ with ``study.bench --bookkeeping``, it is about 22 kB a trial, so a 1000-trial s
 22 MB at each of its checkpoints, several times a second, and the driver's time grew with the
 square of the trials. Here Ray keeps every checkpoint (``num_to_keep=None``: no forced save, the
 state is saved on Ray's own period) and this callback deletes the trial's previous ones as the
-next arrives, trimming Ray's record of them to match. A driver killed between a deletion and
-Ray's next save leaves a state naming a deleted checkpoint: ``study.state.repair_checkpoints``
-points that trial at its newest one on disk on ``--resume``, as it did for Ray's own deletions.
+next arrives, trimming Ray's record of them to match, and marks the new one whole
+(``study.state.REGISTERED``). A driver killed between a deletion and Ray's next save leaves a
+state naming a deleted checkpoint: ``study.state.repair_checkpoints`` points that trial at its
+newest whole one on disk on ``--resume``, as it did for Ray's own deletions.
 """
 
 from __future__ import annotations
 
 from ray.tune import Callback
 
+from study.state import REGISTERED
+
 
 class LatestCheckpointOnly(Callback):
     def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
-        # Called before Ray registers ``checkpoint``: every checkpoint it holds is older.
+        # The trial has written it whole (its result came after the upload): say so, for
+        # ``repair_checkpoints``. Called before Ray registers it: every one Ray holds is older.
+        with checkpoint.filesystem.open_output_stream(f"{checkpoint.path}/{REGISTERED}"):
+            pass
         manager = trial.run_metadata.checkpoint_manager
         for result in manager._checkpoint_results:
             old = result.checkpoint

@@ -18,6 +18,9 @@ from pathlib import Path
 from trainables.errors import ConfigError
 
 STATE_GLOB = "experiment_state-*.json"  # Ray Tune's TuneController.CKPT_FILE_TMPL
+# Written into a checkpoint when the driver registers it (study.checkpoints): the trial had
+# finished writing it. A checkpoint without it may be cut short (a driver killed, a full disk).
+REGISTERED = ".registered"
 ENDED = ("TERMINATED", "ERROR")
 
 
@@ -101,11 +104,15 @@ def repair_checkpoints(experiment_dir: Path) -> list[str]:
     (on its own period, never forced). A driver killed in between leaves a state naming a
     deleted checkpoint (Ray's restore of that trial would fail for good), an older one, or none
     (a trial saved PENDING that has run since): the trial would train again what it had
-    trained. Its newest checkpoint on disk is the one Ray would have saved: the trial continues
-    from it (an ended trial's holds the result it ended with, ``FINAL_FILE``, and replays its
-    end).
+    trained. Its newest whole checkpoint on disk is the one Ray would have saved: the trial
+    continues from it (an ended trial's holds the result it ended with, ``FINAL_FILE``, and
+    replays its end). Whole: registered by the driver (``REGISTERED``), ended, or the one the
+    state names; a checkpoint the trial was still writing when the driver stopped (a full disk)
+    is passed over.
     """
     from ray import cloudpickle
+
+    from trainables.tune_trainable import FINAL_FILE
 
     files = sorted(Path(experiment_dir).glob(STATE_GLOB))
     if not files:
@@ -121,7 +128,8 @@ def repair_checkpoints(experiment_dir: Path) -> list[str]:
         storage = cloudpickle.loads(bytes.fromhex(trial["storage"]["value"]))
         latest = manager._latest_checkpoint_result
         named = Path(latest.checkpoint.path) if latest is not None else None
-        on_disk = sorted(Path(storage.trial_fs_path).glob("checkpoint_*"))
+        on_disk = [d for d in sorted(Path(storage.trial_fs_path).glob("checkpoint_*"))
+                   if d == named or (d / REGISTERED).exists() or (d / FINAL_FILE).exists()]
         if on_disk and on_disk[-1] != named:
             from ray.train._internal.session import _TrainingResult
             from ray.tune import Checkpoint

@@ -223,6 +223,11 @@ def test_a_driver_killed_while_a_trial_ends_resumes_it(ray_session, tmp_path):
     experiment = tmp_path / "x"
     state = saved_state(experiment, 1)
     assert [t.status for t in state.trials] in (["PENDING"], ["RUNNING"])  # Ray's last save
+    # A checkpoint the trial was still writing when the driver died (a full disk): never
+    # registered, so never resumed from.
+    (trial_dir,) = [d for d in experiment.iterdir() if d.is_dir() and d.name.startswith("tr")]
+    (trial_dir / "checkpoint_000099").mkdir()
+    (trial_dir / "checkpoint_000099" / "it").write_text("cut sh")
     assert repair_checkpoints(experiment) == [state.trials[0].trial_id]
     assert repair_checkpoints(experiment) == []  # once is enough
 
