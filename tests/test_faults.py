@@ -410,7 +410,7 @@ def test_a_tracking_server_that_dies_mid_study(tmp_path):
 def test_report_and_ui_read_the_store_while_a_study_writes_it(tmp_path):
     """SQLite in WAL mode: readers (the report, the UI's runs page in a browser) and the
     study's writer never meet "database is locked"."""
-    study = Study(tmp_path, "busy", trials=8)
+    study = Study(tmp_path, "busy", trials=16)  # long enough for the UI to start
     proc = study.start()
     study.watch(proc, lambda lines: "epoch 1/2" in lines[-1])
     port = _free_port()
