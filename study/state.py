@@ -106,13 +106,12 @@ def repair_checkpoints(experiment_dir: Path) -> list[str]:
     (a trial saved PENDING that has run since): the trial would train again what it had
     trained. Its newest whole checkpoint on disk is the one Ray would have saved: the trial
     continues from it (an ended trial's holds the result it ended with, ``FINAL_FILE``, and
-    replays its end). Whole: registered by the driver (``REGISTERED``), ended, or the one the
-    state names; a checkpoint the trial was still writing when the driver stopped (a full disk)
-    is passed over.
+    replays its end). Whole: registered by the driver (``REGISTERED``, kept when an ended
+    trial's checkpoint is emptied), or the one the state names; a checkpoint the trial was
+    still writing when the driver stopped (a full disk) is passed over, its ``FINAL_FILE``
+    included.
     """
     from ray import cloudpickle
-
-    from trainables.tune_trainable import FINAL_FILE
 
     files = sorted(Path(experiment_dir).glob(STATE_GLOB))
     if not files:
@@ -129,7 +128,7 @@ def repair_checkpoints(experiment_dir: Path) -> list[str]:
         latest = manager._latest_checkpoint_result
         named = Path(latest.checkpoint.path) if latest is not None else None
         on_disk = [d for d in sorted(Path(storage.trial_fs_path).glob("checkpoint_*"))
-                   if d == named or (d / REGISTERED).exists() or (d / FINAL_FILE).exists()]
+                   if d == named or (d / REGISTERED).exists()]
         if on_disk and on_disk[-1] != named:
             from ray.train._internal.session import _TrainingResult
             from ray.tune import Checkpoint

@@ -42,6 +42,7 @@ from study.records import (
     study_filter,
     to_record,
 )
+from study.state import REGISTERED
 from study.stop import DISK_FULL, StudyStopped
 from trainables.tune_trainable import (
     DATA,
@@ -305,7 +306,8 @@ DISK_FLOOR = 1 << 20  # bytes free under a trial's folder below which the disk c
 
 def retire_checkpoint(checkpoint, result: dict) -> None:
     """Empty an ended trial's Ray checkpoint, on whichever file system the study's storage
-    uses, but for ``FINAL_FILE``: the result the trial ended with (a few kB).
+    uses, but for ``FINAL_FILE``, the result the trial ended with (a few kB), and the mark that
+    the checkpoint is whole (``study.state.REGISTERED``).
 
     Ray saves its experiment state every few seconds. A driver killed after a trial ended but
     before that save resumes the trial from this checkpoint: the trial then reports its end
@@ -321,8 +323,9 @@ def retire_checkpoint(checkpoint, result: dict) -> None:
         ended = {k: v for k, v in result.items() if k not in AUTO_RESULT_KEYS + RAY_KEYS}
         with checkpoint.filesystem.open_output_stream(final) as out:
             out.write(json.dumps(ended, default=str).encode())
+    keep = (final, f"{checkpoint.path}/{REGISTERED}")
     for f in files:
-        if f.path == final:
+        if f.path in keep:
             continue
         if f.type == fs.FileType.Directory:
             checkpoint.filesystem.delete_dir(f.path)

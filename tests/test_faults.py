@@ -410,9 +410,11 @@ def test_a_tracking_server_that_dies_mid_study(tmp_path):
 def test_report_and_ui_read_the_store_while_a_study_writes_it(tmp_path):
     """SQLite in WAL mode: readers (the report, the UI's runs page in a browser) and the
     study's writer never meet "database is locked"."""
-    study = Study(tmp_path, "busy", trials=16)  # long enough for the UI to start
-    proc = study.start()
-    study.watch(proc, lambda lines: "epoch 1/2" in lines[-1])
+    study = Study(tmp_path, "busy", trials=8)
+    # The UI is up before the study starts (a study now ends before a UI would start): the
+    # store's schema and the data set's experiment first, so that the two never create them
+    # at once.
+    study.store.experiment_id("digits")
     port = _free_port()
     ui = subprocess.Popen([sys.executable, "-m", "study.ui", "--store", str(study.root),
                            "--port", str(port)], stdout=subprocess.DEVNULL,
@@ -425,6 +427,8 @@ def test_report_and_ui_read_the_store_while_a_study_writes_it(tmp_path):
         except OSError:
             assert time.time() < deadline, (tmp_path / "ui.log").read_text()[-2000:]
             time.sleep(0.5)
+    proc = study.start()
+    study.watch(proc, lambda lines: "epoch 1/2" in lines[-1])
     browser = shutil.which("chromium")
     readers = []
     try:
