@@ -206,7 +206,7 @@ def run_study(root: Path, tracking_uri: str | None, name: str, trials: int, epoc
     space_file = root / f"{name}.yaml"
     space_file.write_text(space_text(trials, epochs, K, concurrency))
     plan = new_plan(store, parse_study_args(["--dataset", "digits", "--space", str(space_file),
-                                       "--budget", "smoke", "--study-name", name]))
+                                             "--budget", "smoke", "--study-name", name]))
     plan.cpus_per_trial = max(0.01, (os.cpu_count() or 1) / concurrency)
     space = load_space(plan.space_file)
     plan.experiment_id = store.experiment_id(plan.dataset)
