@@ -142,7 +142,11 @@ def read_runs(store: Store, experiment_id: str, filter_string: str) -> list:
     """Every MLflow run matching ``filter_string``, page after page (no silent cap)."""
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(store.tracking_uri)
+    return search_all(MlflowClient(store.tracking_uri), experiment_id, filter_string)
+
+
+def search_all(client, experiment_id: str, filter_string: str) -> list:
+    """``read_runs`` through a client of the caller's (the driver's guarded one)."""
     runs, token = [], None
     while True:
         page = client.search_runs([experiment_id], filter_string=filter_string,

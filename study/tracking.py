@@ -39,6 +39,7 @@ from study.records import (
     TRIAL_ID,
     WEIGHTS_KEPT,
     rank_key,
+    search_all,
     study_filter,
     to_record,
 )
@@ -83,16 +84,20 @@ class MlflowTracking(Callback):
         self._stop: StudyStopped | None = None  # raised in on_trial_complete, for Ray to let out
         self._pending: dict[str, list[Metric]] = {}  # run id -> metrics not written yet
         self._flushed = time.monotonic()
+        self._stored: dict[str, str] | None = None  # trial id -> run id in the store, read once
+        self._created: set[str] = set()  # runs made by this process: no earlier driver's
 
     def __getstate__(self) -> dict:
         # Tune pickles its callbacks with the study (for --resume); a client is not data, and
         # the steps already logged are read again from MLflow by the resumed driver.
-        return {**self.__dict__, "_client": None, "_logged": {}, "_stop": None, "_pending": {}}
+        return {**self.__dict__, "_client": None, "_logged": {}, "_stop": None, "_pending": {},
+                "_stored": None, "_created": set()}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
         self._logged, self._stop, self._pending = {}, None, {}
         self._flushed = time.monotonic()
+        self._stored, self._created = None, set()
 
     def flush(self, run_id: str | None = None) -> None:
         """Write the metrics held back: one run's, or every run's."""
@@ -123,18 +128,19 @@ class MlflowTracking(Callback):
         return self._logged[trial.trial_id]
 
     def run_id(self, trial) -> str:
-        """The trial's MLflow run: cached, else found by its tags (a resumed study), else new."""
+        """The trial's MLflow run: cached, else found by its tags (a resumed study: the
+        study's runs are read once, in bulk, not searched for trial by trial), else new."""
         if trial.trial_id in self.runs:
             return self.runs[trial.trial_id]
-        found = self.client.search_runs(
-            [self.experiment_id],
-            filter_string=study_filter(self.study, f"tags.{TRIAL_ID} = '{trial.trial_id}'"),
-            max_results=1,
-        )
-        if found:
-            run_id = found[0].info.run_id
-        else:
+        if self._stored is None:
+            self._stored = {r.data.tags[TRIAL_ID]: r.info.run_id
+                            for r in search_all(self.client, self.experiment_id,
+                                                study_filter(self.study))
+                            if TRIAL_ID in r.data.tags}
+        run_id = self._stored.get(trial.trial_id)
+        if run_id is None:
             run_id = self._create_run(trial)
+            self._created.add(run_id)
             self._logged[trial.trial_id] = 0
         self.runs[trial.trial_id] = run_id
         return run_id
@@ -164,6 +170,8 @@ class MlflowTracking(Callback):
 
     def on_trial_start(self, iteration, trials, trial, **info):
         run_id = self.run_id(trial)
+        if run_id in self._created:
+            return  # new here: nothing an earlier driver closed
         run = self.client.get_run(run_id)
         if run.info.status == "FAILED" and ERROR in run.data.tags:
             # A trial that failed for good is tried again by --resume (resume_errored).
@@ -224,7 +232,7 @@ class MlflowTracking(Callback):
     def _complete(self, trial) -> None:
         result, run_id = trial.last_result or {}, self.run_id(trial)
         self.flush(run_id)
-        if self.client.get_run(run_id).info.status in ENDED_RUNS:
+        if run_id not in self._created and self.client.get_run(run_id).info.status in ENDED_RUNS:
             pass  # ended before the driver stopped; Ray's saved state had not caught up
         elif result.get("diverged"):
             pass
