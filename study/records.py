@@ -51,6 +51,7 @@ class TrialRecord:
     metrics: dict[str, float]
     tags: dict[str, str]
     last_epoch: int  # the last epoch any metric was logged at (0: none)
+    artifact_uri: str = ""
 
     @property
     def state(self) -> str:
@@ -182,7 +183,7 @@ def to_record(run) -> TrialRecord:
         trial_id=run.data.tags[TRIAL_ID], run_id=run.info.run_id, status=run.info.status,
         params={k: parse_param(v) for k, v in run.data.params.items()},
         metrics=dict(run.data.metrics), tags=dict(run.data.tags),
-        last_epoch=int(last),
+        last_epoch=int(last), artifact_uri=run.info.artifact_uri,
     )
 
 

@@ -45,7 +45,9 @@ def print_summary(store: Store, study: str, dataset: str, parent_run_id: str,
         client.set_tag(parent_run_id, BEST_RUN, best.run_id)
         register_best(store, best, f"{study}-encoder")
     client.set_terminated(parent_run_id, "FINISHED")
-    footprint = study_footprint(store, study, dataset)
+    parent = client.get_run(parent_run_id)
+    footprint = study_footprint(store, study, dataset,
+                                [parent.info.artifact_uri, *(r.artifact_uri for r in rows)])
     if footprint is not None:
         mb = {k: v / 1e6 for k, v in footprint.items() if k != "kept_encoders"}
         log(f"\ndisk: {mb['total']:.1f} MB ({mb['artifacts']:.1f} MB of MLflow artifacts, "
@@ -54,7 +56,7 @@ def print_summary(store: Store, study: str, dataset: str, parent_run_id: str,
     log(f"\nexport the best T per K:  python -m study.export --dataset {dataset} --study {study}"
         + store.flag)
     log(f"the study's report:       python -m study.report --study {study}" + store.flag)
-    experiment_id = client.get_run(parent_run_id).info.experiment_id
+    experiment_id = parent.info.experiment_id
     log("browse every trial:       python -m study.ui" + store.flag
         + f", then open {runs_url(experiment_id)}")
 

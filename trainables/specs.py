@@ -1,6 +1,7 @@
 """What the code knows of data sets and architectures without torch: each data set's shape
-and files, each ResNet's residual blocks, the split points of Table 3, the head designs and the
-subsampling modes. Commands that only read a study (export, report) import this, never torch.
+and files, each ResNet's residual blocks, the split points of Table 3, the head designs, the
+subsampling modes and the names of the files a trial writes. Commands that only read a study
+(export, report, a study's footprint) import this, never torch.
 ``trainables.data``, ``trainables.models`` and ``trainables.losses`` re-export their names.
 """
 
@@ -64,6 +65,9 @@ def dataset_spec(name: str) -> DatasetSpec:
 
 
 
+# A trial's checkpoint: the trainer, the result it ended with, its report (with the encoder).
+CHECKPOINT_FILE, FINAL_FILE, REPORT_DIR = "trainer.pt", "final.json", "report"
+ENCODER_FILE = "encoder_state_dict.pt"
 ARCH_LAYERS = {"resnet18": (2, 2, 2, 2), "resnet50": (3, 4, 6, 3)}  # residual blocks per layer
 STEMS = ("small", "stl10")  # 3x3/s1 for CIFAR-10, Fashion-MNIST, digits; 5x5/s2 for STL-10
 HEADS = ("paper", "mlp")  # local projector designs, see ``make_head``

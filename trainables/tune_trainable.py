@@ -25,6 +25,12 @@ from ray import tune
 from trainables.config import TrainConfig
 from trainables.cost import block_costs, cost_summary
 from trainables.report import final_report
+from trainables.specs import (  # noqa: F401 (their home is trainables.specs)
+    CHECKPOINT_FILE,
+    ENCODER_FILE,
+    FINAL_FILE,
+    REPORT_DIR,
+)
 from trainables.train import Trainer, resolve_device
 
 OBJECTIVE = "knn_val_acc"
@@ -37,8 +43,6 @@ FINAL = "final"  # the result key holding the final evaluation's scalars (last e
 # (or while it held results back, ``study.tracking``) logs what it lacks from here.
 REPLAY = "replay"
 WORST = 0.0  # what a diverged trial reports: finite, never NaN (Optuna would hang on NaN)
-CHECKPOINT_FILE, FINAL_FILE, REPORT_DIR = "trainer.pt", "final.json", "report"
-ENCODER_FILE = "encoder_state_dict.pt"
 CUDA_CONTEXT_BYTES = 1 << 30  # a CUDA context plus cuDNN / cuBLAS workspaces, per process
 
 
