@@ -244,7 +244,7 @@ IMPORTANCE_EVALUATOR = "PED-ANOVA"  # Optuna's PedAnovaImportanceEvaluator, name
 def _optuna_result(study, record: StudyRecord) -> OptunaResult:
     import optuna
 
-    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
     result = OptunaResult(record.plan.get("objectives", [["knn_val_acc", "max"]])[0][0],
                           maximize, [(t.number, t.values[0]) for t in done if t.values],
