@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -68,14 +70,15 @@ def runs_page_seconds(store, plan) -> float | None:
     try:
         wait_http(f"{base}/health", 120, server)
         url = runs_url(plan.experiment_id, base=base)
-        with tempfile.TemporaryDirectory() as profile:
+        # Chromium's helper processes may still write its profile as it ends.
+        with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:
             debug = free_port()
             chrome = subprocess.Popen(
                 [browser, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", f"--user-data-dir={profile}",
                  f"--remote-debugging-port={debug}", "--window-size=1500,1000", "about:blank"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
             try:
                 wait_http(f"http://127.0.0.1:{debug}/json/version", 60, chrome)
                 # Once to warm the UI's server and the browser's cache of the page's code,
@@ -83,7 +86,7 @@ def runs_page_seconds(store, plan) -> float | None:
                 asyncio.run(_time_to_table(debug, url, plan.study))
                 return asyncio.run(_time_to_table(debug, url, plan.study))
             finally:
-                chrome.terminate()
+                os.killpg(chrome.pid, signal.SIGTERM)  # the browser and its helpers
                 chrome.wait(timeout=30)
     finally:
         if server is not None:
