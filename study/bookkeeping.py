@@ -236,11 +236,8 @@ def run_study(root: Path, tracking_uri: str | None, name: str, trials: int, epoc
         raise RuntimeError(f"bookkeeping study {name} did not complete: "
                            f"{state.describe() if state else 'no state'}")
     results = sum(int(r.metrics.get("training_iteration", 0)) for r in grid)
-    # How much of the time the concurrency slots held a running trial (Ray's time_total_s:
-    # from a trial's start to its last result); the rest, the searcher and Ray held them empty.
-    busy = sum(float(r.metrics.get("time_total_s", 0.0)) for r in grid)
     return {"store": store, "plan": plan, "fit_s": fit_s, "results": results,
-            "suggest_ms": suggest_ms, "slots_busy": busy / (concurrency * fit_s)}
+            "suggest_ms": suggest_ms}
 
 
 def bookkeeping(trials: int, epochs: int, K: int, tracking_uri: str | None = None,
@@ -274,8 +271,6 @@ def bookkeeping(trials: int, epochs: int, K: int, tracking_uri: str | None = Non
             "results": on["results"], "fit_s": on["fit_s"],
             "results_per_s": on["results"] / on["fit_s"],
             "results_per_s_without_callbacks": off["results"] / off["fit_s"],
-            "slots_busy": on["slots_busy"],
-            "slots_busy_without_callbacks": off["slots_busy"],
             "driver_ms_per_result": 1000 * (on["fit_s"] / on["results"]
                                             - off["fit_s"] / off["results"]),
             "trial_overhead_s": (on["fit_s"] - off["fit_s"] * on["results"] / off["results"])
