@@ -194,7 +194,7 @@ def run_study(root: Path, tracking_uri: str | None, name: str, trials: int, epoc
               concurrency: int, callbacks: bool) -> dict:
     """One bookkeeping study on the Ray of this process: its plan as ``study.tune`` makes it,
     its parent run and record, ``Tuner.fit()`` timed, Optuna's suggest times recorded."""
-    from study import lifecycle
+    from study import guard, lifecycle
     from study.plan import new_plan, parse_study_args
     from study.search import StudySearch
     from study.space import load_space
@@ -202,6 +202,7 @@ def run_study(root: Path, tracking_uri: str | None, name: str, trials: int, epoc
     from study.store import Store
     from study.tuner import make_tuner
 
+    guard.quiet_http_retries()  # as study.tune sets MLflow's client up
     store = Store.at(root, tracking_uri)
     space_file = root / f"{name}.yaml"
     space_file.write_text(space_text(trials, epochs, K, concurrency))

@@ -21,9 +21,12 @@ UNREACHABLE = ("Max retries exceeded", "Connection refused", "Failed to establis
 
 
 def quiet_http_retries() -> None:
-    """Fail an MLflow HTTP call in seconds, not minutes: ``GuardedClient`` retries it."""
+    """Fail an MLflow HTTP call in seconds, not minutes: ``GuardedClient`` retries it. And no
+    run's address printed each time the driver closes a run on a tracking server (two lines a
+    trial on the study's console, and one more request each)."""
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 
 class GuardedClient:
