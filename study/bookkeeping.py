@@ -191,7 +191,7 @@ def space_text(trials: int, epochs: int, K: int, concurrency: int) -> str:
 
 
 def run_study(root: Path, tracking_uri: str | None, name: str, trials: int, epochs: int, K: int,
-              concurrency: int, callbacks: bool) -> dict:
+              concurrency: int, callbacks: bool, keep_weights: int | None = None) -> dict:
     """One bookkeeping study on the Ray of this process: its plan as ``study.tune`` makes it,
     its parent run and record, ``Tuner.fit()`` timed, Optuna's suggest times recorded."""
     from study import guard, lifecycle
@@ -206,8 +206,11 @@ def run_study(root: Path, tracking_uri: str | None, name: str, trials: int, epoc
     store = Store.at(root, tracking_uri)
     space_file = root / f"{name}.yaml"
     space_file.write_text(space_text(trials, epochs, K, concurrency))
-    plan = new_plan(store, parse_study_args(["--dataset", "digits", "--space", str(space_file),
-                                             "--budget", "smoke", "--study-name", name]))
+    flags = ["--dataset", "digits", "--space", str(space_file), "--budget", "smoke",
+             "--study-name", name]
+    if keep_weights is not None:
+        flags += ["--keep-weights", str(keep_weights)]
+    plan = new_plan(store, parse_study_args(flags))
     plan.cpus_per_trial = max(0.01, (os.cpu_count() or 1) / concurrency)
     space = load_space(plan.space_file)
     plan.experiment_id = store.experiment_id(plan.dataset)

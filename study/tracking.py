@@ -284,7 +284,10 @@ class MlflowTracking(Callback):
         )
         kept.sort(key=lambda r: rank_key(to_record(r)), reverse=True)
         for r in kept[int(self.keep_weights):]:
-            get_artifact_repository(r.info.artifact_uri).delete_artifacts(ENCODER_FILE)
+            # Through a server, an mlflow-artifacts: URI resolves against the tracking URI
+            # given here (MLflow's default would be the process's, a local SQLite).
+            get_artifact_repository(r.info.artifact_uri, tracking_uri=self.tracking_uri
+                                    ).delete_artifacts(ENCODER_FILE)
             self.client.set_tag(r.info.run_id, WEIGHTS_KEPT, "false")
             self.client.set_tag(r.info.run_id, ENCODER_STATE,
                                 f"deleted: not among the {self.keep_weights} best trials")
