@@ -12,6 +12,7 @@ from mlflow.tracking import MlflowClient
 
 from study.report import grid_table, load_study
 from study.report import main as report
+from study.state import REGISTERED
 from study.store import Store
 from study.tune import main as tune
 from trainables.errors import ConfigError
@@ -84,8 +85,10 @@ def test_grid_runs_every_cell_once_per_seed_to_its_end(grid_study):
     best_dir = Path(urlparse(ranked[0].info.artifact_uri).path)
     assert disk["kept_encoders"] == 2
     assert disk["encoders"] == 2 * (best_dir / "encoder_state_dict.pt").stat().st_size
-    # Every trial ended: its checkpoint holds only the result it ended with.
-    assert {f.name for f in (store.ray_dir / "g").rglob("checkpoint_*/*")} == {FINAL_FILE}
+    # Every trial ended: its checkpoint holds only the result it ended with (and the mark that
+    # the driver registered it, study.state.REGISTERED).
+    assert {f.name for f in (store.ray_dir / "g").rglob("checkpoint_*/*")} == {FINAL_FILE,
+                                                                               REGISTERED}
 
 
 @pytest.mark.slow

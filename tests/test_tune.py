@@ -11,6 +11,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from study.export import export, load_export
+from study.state import REGISTERED
 from study.store import Store
 from study.tune import main
 from study.tuner import FAIL_ONCE_ENV
@@ -117,7 +118,8 @@ def test_study_tracks_every_trial_as_it_ended_and_exports(ray_session, tmp_path)
     assert good.data.params["tau"] == "0.37" and good.data.params["threshold"] == "0.21"
 
     # Everything a trial made is in MLflow: no ended trial keeps a checkpoint on disk.
-    assert {f.name for f in (store.ray_dir / "s1").glob("*/checkpoint_*/*")} == {FINAL_FILE}
+    assert {f.name for f in (store.ray_dir / "s1").glob("*/checkpoint_*/*")} == {FINAL_FILE,
+                                                                                  REGISTERED}
 
     data = export(store, "digits", "s1")
     assert data["trials"] == {"total": 3, "finished": 1, "stopped_early": 1, "diverged": 1}
