@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 from ray.tune.result import AUTO_RESULT_KEYS
@@ -216,8 +217,16 @@ class MlflowTracking(Callback):
             schema=json.dumps({"images": f"uint8 {data['shape']}", "labels": "int64"}),
             profile=json.dumps(sizes),
         )
-        self.client.log_inputs(run_id, datasets=[
-            DatasetInput(dataset, tags=[InputTag("mlflow.data.context", "training")])])
+        inputs = [DatasetInput(dataset, tags=[InputTag("mlflow.data.context", "training")])]
+        try:
+            self.client.log_inputs(run_id, datasets=inputs)
+        except MlflowException as e:
+            # MLflow makes a data set's row on first use, not atomically: two drivers on one
+            # server logging the same data set at once meet a unique key (PostgreSQL's
+            # UniqueViolation, SQLite's UNIQUE constraint). The row is there now: once more.
+            if "unique" not in str(e).lower():
+                raise
+            self.client.log_inputs(run_id, datasets=inputs)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         # Ray turns an exception raised here into a failure of the trial (and retries it):
