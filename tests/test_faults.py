@@ -428,7 +428,8 @@ def test_report_and_ui_read_the_store_while_a_study_writes_it(tmp_path):
             assert time.time() < deadline, (tmp_path / "ui.log").read_text()[-2000:]
             time.sleep(0.5)
     proc = study.start()
-    study.watch(proc, lambda lines: "epoch 1/2" in lines[-1])
+    # The report needs a finished trial; the study goes on writing for more waves after it.
+    study.watch(proc, lambda lines: lines[-1].rstrip().endswith("] finished"))
     browser = shutil.which("chromium")
     readers = []
     try:
