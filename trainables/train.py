@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -81,37 +81,65 @@ class Trainer:
         cfg = self.cfg
         return h, contrastive_loss(z, cfg.tau, self.thresholds[k], cfg.subsample)
 
-    def train_step(self, images: torch.Tensor) -> torch.Tensor:
-        """One step on a uint8 batch; returns [K, 3] (loss, kept_pos, kept_neg) on the device."""
+    def views(self, images: torch.Tensor) -> torch.Tensor:
+        """Both augmented views of a uint8 batch as one batch of 2N, in the model's layout."""
         views = torch.cat([self.augment(images), self.augment(images)])
-        h = views.contiguous(memory_format=self.memory_format)
-        self.optimizer.zero_grad(set_to_none=True)
+        return views.contiguous(memory_format=self.memory_format)
+
+    def run_blocks(self, blocks: range, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Blocks ``blocks`` forward and backward, each on its own loss (gradients accumulate;
+        no optimiser step): the last block's output and [len(blocks), 3] (loss, kept_pos,
+        kept_neg) on the device."""
         rows = []
-        for k in range(self.cfg.K):
+        for k in blocks:
             h, out = self.block_step(k, h)
             out.loss.backward()  # frees block k's graph before block k+1 runs
             rows.append(torch.cat([out.loss.detach().reshape(1), out.kept]))
+        return h, torch.stack(rows)
+
+    def train_step(self, images: torch.Tensor) -> torch.Tensor:
+        """One step on a uint8 batch; returns [K, 3] (loss, kept_pos, kept_neg) on the device."""
+        h = self.views(images)
+        self.optimizer.zero_grad(set_to_none=True)
+        _, rows = self.run_blocks(range(self.cfg.K), h)
         self.optimizer.step()
-        return torch.stack(rows)
+        return rows
 
     def train_epoch(self) -> dict:
         """One pass over the pre-training images, then the kNN monitor; appends to history."""
+        batches, steps, batch = self.epoch_batches()
+        resident = self.reset_peak_memory()
+        start = time.perf_counter()
+        totals = torch.zeros(self.cfg.K, len(STEP_METRICS), device=self.device)
+        for images in batches:
+            totals += self.train_step(images)
+        means = (totals / steps).tolist()  # the steps' one host read: it also ends the clock
+        return self.end_epoch(means, time.perf_counter() - start, steps, batch, resident)
+
+    def epoch_batches(self) -> tuple[Iterator[torch.Tensor], int, int]:
+        """This epoch's batches of pre-training images (one ``randperm`` draw, as many full
+        batches as fit), their count and size."""
         self.model.train()
         images = self.data.pretrain
         n = len(images)
         batch = min(self.cfg.batch_size, n)
         steps = n // batch
         perm = torch.randperm(n, device=self.device)
-        resident = 0
-        if self.cuda:
-            torch.cuda.reset_peak_memory_stats(self.device)
-            resident = torch.cuda.memory_allocated(self.device)  # data, model, optimiser
-        start = time.perf_counter()
-        totals = torch.zeros(self.cfg.K, len(STEP_METRICS), device=self.device)
-        for s in range(steps):
-            totals += self.train_step(images[perm[s * batch:(s + 1) * batch]])
-        means = (totals / steps).tolist()  # the steps' one host read: it also ends the clock
-        seconds = time.perf_counter() - start
+        return (images[perm[s * batch:(s + 1) * batch]] for s in range(steps)), steps, batch
+
+    def reset_peak_memory(self) -> int:
+        """On CUDA, start counting the peak anew; what stays resident (data set, model,
+        optimiser) in bytes, 0 on a CPU."""
+        if not self.cuda:
+            return 0
+        torch.cuda.reset_peak_memory_stats(self.device)
+        return torch.cuda.memory_allocated(self.device)
+
+    def end_epoch(
+        self, means: list[list[float]], seconds: float, steps: int, batch: int, resident: int
+    ) -> dict:
+        """The epoch's record from its per-block step means [K, 3]: kNN monitor when due,
+        speed and memory; appended to the history."""
         peak = torch.cuda.max_memory_allocated(self.device) if self.cuda else None
         self.epoch += 1
         record = {"epoch": self.epoch}
