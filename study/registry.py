@@ -41,16 +41,13 @@ def register_best(store: Store, best: TrialRecord, name: str) -> None:
                                     float(p["width"])).encoder()
             path = client.download_artifacts(best.run_id, ENCODER_FILE)
             model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-            # The fluent run sets the trial's run RUNNING again (FAILED on an exception): its
-            # status and end time are put back whatever happens.
-            try:
-                with mlflow.start_run(run_id=best.run_id):
-                    info = mlflow.pytorch.log_model(
-                        model, name="encoder", serialization_format="pickle",
-                        pip_requirements=["torch", "torchvision"],
-                    )
-            finally:
-                client.set_terminated(best.run_id, run.info.status, run.info.end_time)
+            # Logged into the trial's run by its id, never by reopening it: a fluent run would
+            # set it RUNNING until closed, and a driver killed in between would leave the best
+            # trial's run RUNNING, for --resume to close as lost.
+            info = mlflow.pytorch.log_model(
+                model, name="encoder", serialization_format="pickle",
+                pip_requirements=["torch", "torchvision"], run_id=best.run_id,
+            )
             client.set_tag(best.run_id, MODEL_URI, info.model_uri)
             best.tags[MODEL_URI] = info.model_uri
         version = mlflow.register_model(best.model_uri, name)

@@ -2,8 +2,11 @@
 restores), never from counts of results: an interrupted trial is not an ended trial.
 
 A study is complete when the saved state holds every trial of the plan and each one has ended:
-TERMINATED (finished or stopped early), or ERROR once its retries are spent. A trial saved
-PENDING, RUNNING or PAUSED is one that Ray will continue on ``--resume``.
+TERMINATED (finished or stopped early) or ERROR. A trial saved PENDING, RUNNING or PAUSED is one
+that Ray will continue on ``--resume``. A trial that fails with retries left is saved PENDING
+(Ray's ``_try_recover``); one saved ERROR stays so on ``--resume`` (``resume_errored=False``),
+even where it failed before its retries were spent (a trial that fails while PENDING, on its
+actor's start or its checkpoint's restore, goes straight to ERROR).
 """
 
 from __future__ import annotations
@@ -33,10 +36,8 @@ class SavedTrial:
 
     @property
     def ended(self) -> bool:
-        """TERMINATED, or ERROR with no retry left (``Trial.should_recover`` is false)."""
-        if self.status == "TERMINATED":
-            return True
-        return self.status == "ERROR" and 0 <= self.max_failures < self.num_failures
+        """TERMINATED or ERROR: nothing Ray continues on ``--resume``."""
+        return self.status in ENDED
 
 
 @dataclass(frozen=True)

@@ -175,7 +175,7 @@ class MlflowTracking(Callback):
             return  # new here: nothing an earlier driver closed
         run = self.client.get_run(run_id)
         if run.info.status == "FAILED" and ERROR in run.data.tags:
-            # A trial that failed for good is tried again by --resume (resume_errored).
+            # A run closed FAILED whose trial Ray starts again: open again.
             self.client.delete_tag(run_id, ERROR)
             self.client.update_run(run_id, status="RUNNING")
 

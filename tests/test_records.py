@@ -87,3 +87,40 @@ def test_the_front_over_records_holds_only_finished_non_dominated_trials(store):
     client.log_metric(trials[1].run_id, "cost", 0.5)  # now b beats a on both
     points = finished_points(read_trials(store, "digits", "s"), objectives)
     assert [p.trial_id for p in front(points, objectives)] == ["b"]
+
+
+def test_registering_the_best_encoder_never_reopens_its_trial_run(tmp_path, monkeypatch):
+    """A driver killed while registering must not leave the best trial's run RUNNING (the
+    resumed driver would close it as lost): it stays FINISHED throughout."""
+    import mlflow.pytorch
+    import torch
+
+    from study.registry import register_best
+    from trainables.models import DecoupledResNet
+    from trainables.specs import ENCODER_FILE, dataset_spec
+
+    store = Store.at(tmp_path / "mlruns")
+    client = MlflowClient(store.tracking_uri)
+    spec = dataset_spec("digits")
+    run = _run(client, store.experiment_id("digits"), "a",
+               params={"dataset": "digits", "arch": "resnet18", "K": "2", "width": "0.25"})
+    encoder = DecoupledResNet("resnet18", 2, spec.channels, spec.stem, 0.25).encoder()
+    torch.save(encoder.state_dict(), tmp_path / ENCODER_FILE)
+    client.log_artifact(run, str(tmp_path / ENCODER_FILE))
+    client.set_tag(run, records.ENCODER_STATE, f"runs:/{run}/{ENCODER_FILE}")
+    seen = []
+    log_model = mlflow.pytorch.log_model
+
+    def watched(*args, **kwargs):
+        seen.append(client.get_run(run).info.status)
+        info = log_model(*args, **kwargs)
+        seen.append(client.get_run(run).info.status)
+        return info
+
+    monkeypatch.setattr(mlflow.pytorch, "log_model", watched)
+    best, = read_trials(store, "digits", "s")
+    register_best(store, best, "s-encoder")
+    assert seen == ["FINISHED", "FINISHED"]
+    assert client.get_run(run).info.status == "FINISHED"
+    version, = client.search_model_versions("name = 's-encoder'")
+    assert version.run_id == run

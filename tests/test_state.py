@@ -28,7 +28,8 @@ def _write_state(path, trials):
 @pytest.mark.parametrize("trials,complete", [
     ([("a", "TERMINATED", 0), ("b", "TERMINATED", 0)], True),
     ([("a", "TERMINATED", 0), ("b", "ERROR", 3)], True),  # retries spent: ended
-    ([("a", "TERMINATED", 0), ("b", "ERROR", 1)], False),  # Ray retries it on --resume
+    # Failed while PENDING with retries left: Ray restores it ERROR (resume_errored=False).
+    ([("a", "TERMINATED", 0), ("b", "ERROR", 1)], True),
     ([("a", "TERMINATED", 0), ("b", "RUNNING", 0)], False),  # interrupted, not ended
     ([("a", "TERMINATED", 0), ("b", "PENDING", 0)], False),
     ([("a", "TERMINATED", 0)], False),  # the searcher has not made trial 2 yet

@@ -76,14 +76,31 @@ def test_a_resumed_stratified_search_keeps_each_splits_history(tmp_path):
     assert k4[1].value == 0.7 and k4[0].params == {"threshold": 0.0, "tau": 0.5}
 
 
+def test_a_trial_that_ended_after_the_last_save_is_told_again_without_a_crash(tmp_path):
+    """A driver killed after a trial ended in Optuna but before Ray saved that: on --resume Ray
+    continues the trial, which reports and completes again; Optuna holds it as ended."""
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    s = searcher(storage, [{"K": 2}], 2, [])
+    s.suggest("t0")
+    s.save(str(tmp_path / "searcher.pkl"))  # Ray's last save: t0 running
+    s.on_trial_complete("t0", {"knn_val_acc": 0.6, "trial_finished": True})
+
+    resumed = searcher(storage, [{"K": 2}], 2, [])
+    resumed.restore(str(tmp_path / "searcher.pkl"))
+    resumed.on_trial_result("t0", {"knn_val_acc": 0.6, "training_iteration": 1, "epoch": 1})
+    resumed.on_trial_complete("t0", {"knn_val_acc": 0.6, "trial_finished": True})
+    t0, = optuna.load_study(study_name="digits/s/K=2", storage=storage).trials
+    assert t0.state == optuna.trial.TrialState.COMPLETE and t0.value == 0.6
+
+
 def _trial(tid: str, K: int):
     return SimpleNamespace(trial_id=tid, config={"K": K, "threshold": 0.1, "tau": 0.5})
 
 
 def _decisions(scheduler) -> dict[str, str]:
     """Made-up results at the first rung (epoch 1): K = 1 far ahead, and the K = 8 trial ``c``
-    leading its own split."""
-    results = [("a", 1, 0.90), ("b", 1, 0.88), ("c", 8, 0.55), ("d", 8, 0.40)]
+    leading its own split, after ``e`` of K = 8 posted below it."""
+    results = [("a", 1, 0.90), ("b", 1, 0.88), ("e", 8, 0.45), ("c", 8, 0.55), ("d", 8, 0.40)]
     trials = {tid: _trial(tid, K) for tid, K, _ in results}
     for t in trials.values():
         scheduler.on_trial_add(None, t)
@@ -94,7 +111,8 @@ def _decisions(scheduler) -> dict[str, str]:
 def test_asha_compares_a_trial_only_with_its_own_split():
     asha = dict(time_attr="epoch", metric="knn_val_acc", mode="max", max_t=4, grace_period=1)
     decisions = _decisions(StratifiedASHA(["K"], **asha))
-    assert decisions["c"] == TrialScheduler.CONTINUE  # first of K = 8, whatever K = 1 posted
+    # Above the one K = 8 result before it, far below K = 1's: it goes on.
+    assert decisions["c"] == TrialScheduler.CONTINUE
     assert decisions["d"] == TrialScheduler.STOP  # below the leader of its own split
     # Plain ASHA stops the K = 8 leader for being deep: what the strata are there to prevent.
     assert _decisions(ASHAScheduler(**asha))["c"] == TrialScheduler.STOP
