@@ -159,9 +159,12 @@ def check_complete(study: Study) -> None:
                 or (r.info.status == "KILLED" and tags.get("early_stopped") == "true")
                 or (r.info.status == "FAILED" and ("diverged" in tags or "error" in tags))), tags
         steps = [m.step for m in client.get_metric_history(r.info.run_id, "epoch_seconds")]
-        assert len(steps) == len(set(steps)), f"an epoch logged twice: {steps}"
         last = EPOCHS if r.info.status == "FINISHED" else max(steps, default=0)
-        assert sorted(steps) == list(range(1, last + 1)), steps
+        assert last >= 1, f"a trial run without its epochs: {tags}"
+        assert sorted(steps) == list(range(1, last + 1)), steps  # every epoch, once
+        for key in r.data.metrics:  # no metric's step logged twice, none past the last epoch
+            logged = [m.step for m in client.get_metric_history(r.info.run_id, key)]
+            assert len(logged) == len(set(logged)) and max(logged) <= last, (key, logged)
         if r.info.status == "FINISHED":
             assert "linear_val_acc" in r.data.metrics
     for r in runs:
