@@ -68,7 +68,7 @@ def bench_tune(quick: bool, repeats: int, epochs: int | None = None) -> dict:
             space = os.path.join(d, "space.yaml")
             with open(space, "w") as f:
                 f.write(_BENCH_SPACE.format(epochs=epochs, linear_epochs=linear_epochs))
-            from study.records import TRIAL_ID, study_filter
+            from study.records import is_trial_run, study_filter
 
             client = MlflowClient(store.tracking_uri)
             for r in range(repeats):
@@ -84,7 +84,7 @@ def bench_tune(quick: bool, repeats: int, epochs: int | None = None) -> dict:
                 exp = client.get_experiment_by_name("digits")
                 (run,) = [run for run in client.search_runs([exp.experiment_id],
                                                             study_filter(f"bench{r}"))
-                          if TRIAL_ID in run.data.tags]
+                          if is_trial_run(run)]
                 trials.append(run.data.metrics["wall_time_s"])
             from study.footprint import study_footprint
 

@@ -15,9 +15,15 @@ newest whole one on disk on ``--resume``, as it did for Ray's own deletions.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from ray.tune import Callback
+from ray.tune.result import AUTO_RESULT_KEYS
 
 from study.state import REGISTERED
+from study.stop import DISK_FULL, StudyStopped
+from trainables.specs import FINAL_FILE
 
 
 class LatestCheckpointOnly(Callback):
@@ -43,3 +49,57 @@ def delete_dir(filesystem, path: str) -> None:
 
     if filesystem.get_file_info(path).type == fs.FileType.Directory:
         filesystem.delete_dir(path)
+
+
+def stop_if_disk_full(trial) -> None:
+    """A trial that failed because its checkpoint found no space stops the study, before Ray
+    spends its retries: every retry would fail the same way, and the study would end with
+    trials in ERROR that more disk would have saved."""
+    import shutil
+
+    path = Path(getattr(trial, "path", None) or getattr(trial, "local_path", None) or ".")
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    try:
+        error_file = getattr(trial, "error_file", None)
+        text = Path(error_file).read_text() if error_file else ""
+    except OSError:
+        text = ""
+    if any(m in text.lower() for m in DISK_FULL) or shutil.disk_usage(path).free < DISK_FLOOR:
+        raise StudyStopped(f"no space left on device under {path} (trial {trial.trial_id} "
+                           f"was writing its checkpoint); free space there")
+
+
+DISK_FLOOR = 1 << 20  # bytes free under a trial's folder below which the disk counts as full
+
+
+def retire_checkpoint(checkpoint, result: dict) -> None:
+    """Empty an ended trial's Ray checkpoint, on whichever file system the study's storage
+    uses, but for ``FINAL_FILE``, the result the trial ended with (a few kB), and the mark that
+    the checkpoint is whole (``study.state.REGISTERED``).
+
+    Ray saves its experiment state every few seconds. A driver killed after a trial ended but
+    before that save resumes the trial from this checkpoint: the trial then reports its end
+    again from ``FINAL_FILE`` and trains nothing (``trainables.tune_trainable.run_trial``).
+    """
+    if checkpoint is None:
+        return
+    from pyarrow import fs
+
+    final = f"{checkpoint.path}/{FINAL_FILE}"
+    files = checkpoint.filesystem.get_file_info(fs.FileSelector(checkpoint.path))
+    if not any(f.path == final for f in files):
+        ended = {k: v for k, v in result.items() if k not in AUTO_RESULT_KEYS + RAY_KEYS}
+        with checkpoint.filesystem.open_output_stream(final) as out:
+            out.write(json.dumps(ended, default=str).encode())
+    keep = (final, f"{checkpoint.path}/{REGISTERED}")
+    for f in files:
+        if f.path in keep:
+            continue
+        if f.type == fs.FileType.Directory:
+            checkpoint.filesystem.delete_dir(f.path)
+        else:
+            checkpoint.filesystem.delete_file(f.path)
+
+
+RAY_KEYS = ("done", "trial_id", "experiment_tag", "should_checkpoint")  # Ray fills them in

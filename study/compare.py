@@ -29,7 +29,7 @@ def compare_points(store: Store, dataset: str, searched: str, space) -> tuple[li
     searched study, ``{"K", "searched": i, "paper": j, "trials", "finished"}`` with indexes
     into the points."""
     from study.exportfile import CONFIG_KEYS
-    from study.plan import plan_kind
+    from study.store import plan_kind
 
     plan = store.load_study(searched)
     if plan_kind(plan) != "search":
@@ -169,7 +169,9 @@ HEADERS = ["K", "metric", "searched", "paper", "searched %", "paper %",
 
 
 def _g(v) -> str:
-    return f"{v:.3g}" if isinstance(v, float) else str(v)
+    """A value to 3 significant digits; one that comes back from MLflow as text too."""
+    value = parse_param(v) if isinstance(v, str) else v
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 def comparison_table(trials: list[TrialRecord], plan: dict) -> Table:

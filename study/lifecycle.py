@@ -13,12 +13,13 @@ import time
 from study import records, stop
 from study._cli import log
 from study.cluster import init_ray, resources
+from study.finish import finish
 from study.plan import Plan
-from study.records import TRIAL_ID, read_runs, study_filter
-from study.space import SearchSpace, load_space
+from study.space import SearchSpace
+from study.spacefile import load_space
 from study.state import saved_state
 from study.store import Store, git_commit
-from study.strata import label, optuna_study_names
+from study.strata import label
 from study.tuner import make_tuner
 from trainables.data import prepare_data
 from trainables.errors import ConfigError
@@ -34,7 +35,7 @@ def run(store: Store, plan: Plan, resume: bool, address: str | None = None,
         if state is not None and state.complete:
             if _parent_finished(store, plan):  # done before the record said so (an older one)
                 plan.completed = time.time()
-                store.save_study(plan.study, plan.__dict__)
+                plan.save(store)
                 log(f"study {plan.study} is complete; nothing to resume")
                 return 0
             # Every trial ended; the driver stopped during the end-of-study work.
@@ -86,7 +87,7 @@ def _run_trials(store: Store, plan: Plan, space: SearchSpace, resume: bool,
         with stop.deferred():  # the parent run and the study's record: both or neither
             plan.experiment_id = store.experiment_id(plan.dataset)
             plan.parent_run_id = parent_run(store, plan, space)
-            store.save_study(plan.study, plan.__dict__)
+            plan.save(store)
     tuner = make_tuner(store, plan, space, resume, status_every)
     from study.logs import log_libraries_to
 
@@ -95,7 +96,8 @@ def _run_trials(store: Store, plan: Plan, space: SearchSpace, resume: bool,
         tuner.fit()
     state = saved_state(store.ray_dir / plan.study, plan.trials)
     if state is None or not state.complete:
-        reason = "interrupted" if stop.requested() else "Ray Tune stopped"
+        reason = ("interrupted" if stop.requested()
+                  else "Ray Tune stopped before every trial ended")
         raise stop.StudyStopped(reason, interrupted=stop.requested())
     finish(store, plan)
     return 0
@@ -119,69 +121,14 @@ def stopped(store: Store, plan: Plan, reason: str, code: int) -> int:
     return code
 
 
-def finish(store: Store, plan: Plan) -> None:
-    """The end-of-study work, once, on the run that completes the study: close what a killed
-    driver left open, the summary, the best encoder's registration, the parent run FINISHED,
-    then the record says ``completed``. A driver stopped in the middle does it again on
-    ``--resume``; each step is safe to repeat."""
-    from study.summary import print_summary
-
-    close_leftovers(store, plan)
-    print_summary(store, plan.study, plan.dataset, plan.parent_run_id,
-                  objectives=plan.objectives, plan=plan.__dict__)
-    plan.completed = time.time()
-    store.save_study(plan.study, plan.__dict__)
-
-
-LOST = "the driver was killed before Ray Tune saved this trial's state; it was not resumed"
-
-
-def close_leftovers(store: Store, plan: Plan) -> None:
-    """Close what a killed driver (SIGKILL, power loss) left open, once every trial has ended.
-
-    A driver killed between creating a trial's run (or Optuna trial) and Ray's next save of the
-    experiment state leaves that run RUNNING: the resumed study does not know the trial and
-    samples another in its place. Every tracked trial is closed by the tracking callback, so a
-    trial run still RUNNING here is such a leftover: it ends KILLED, tagged ``lost``. Optuna's
-    RUNNING trials end FAIL, so that the sampler and the report never wait on them.
-    """
-    import optuna
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(store.tracking_uri)
-    open_runs = read_runs(store, plan.experiment_id,
-                          study_filter(plan.study, "attributes.status = 'RUNNING'"))
-    lost = [r for r in open_runs if TRIAL_ID in r.data.tags]
-    for r in lost:
-        client.set_tag(r.info.run_id, records.LOST, LOST)
-        client.set_terminated(r.info.run_id, "KILLED")
-    failed = 0
-    if plan.kind == "search":
-        storage = optuna.storages.RDBStorage(store.optuna_url)
-        for name in optuna_study_names(plan):  # one, or one per stratum
-            try:
-                study = optuna.load_study(study_name=name, storage=storage)
-            except KeyError:
-                continue
-            running = study.get_trials(deepcopy=False,
-                                       states=(optuna.trial.TrialState.RUNNING,))
-            for t in running:  # FAIL is Optuna's only end for a trial that never reported
-                storage.set_trial_user_attr(t._trial_id, records.LOST, LOST)
-                storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
-            failed += len(running)
-    if lost or failed:
-        log(f"closed what a killed driver left open: {len(lost)} MLflow run(s) (now KILLED, "
-            f"tag lost), {failed} Optuna trial(s) (now FAIL)")
-
-
 def parent_run(store: Store, plan: Plan, space: SearchSpace) -> str:
     from mlflow.entities import Param
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(store.tracking_uri)
-    tags = {records.STUDY: plan.study, "kind": "study", "study_kind": plan.kind}
+    tags = {records.STUDY: plan.study, records.KIND: "study", records.STUDY_KIND: plan.kind}
     if plan.grid:
-        tags["grid"] = plan.grid
+        tags[records.GRID] = plan.grid
     run = client.create_run(plan.experiment_id, run_name=plan.study, tags=tags)
     params = {k: v for k, v in plan.__dict__.items() if k not in ("parent_run_id", "created")}
     params["git_commit"] = git_commit()

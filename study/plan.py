@@ -11,8 +11,9 @@ from pathlib import Path
 
 from study._cli import parser
 from study.exportfile import points as export_points
-from study.space import BUDGETS, SearchSpace, load_space, resolve_space, space_path
-from study.store import Store
+from study.space import BUDGETS, DEFAULT_OBJECTIVES, SearchSpace
+from study.spacefile import load_space, resolve_space, space_path
+from study.store import Store, plan_kind
 from study.strata import check_K, label, parse_K, shares, strata_of
 from trainables.errors import ConfigError
 from trainables.specs import SPECS
@@ -40,7 +41,8 @@ class Plan:
     seeds: int = 1
     grid: str = ""  # run the cells of this grid of the space over ``seeds`` seeds
     keep_weights: int | str = 3  # finished trials whose encoder stays in MLflow, or "all"
-    objectives: list = field(default_factory=lambda: [["knn_val_acc", "max"]])  # [metric, mode]
+    objectives: list = field(  # [metric, mode]
+        default_factory=lambda: [[o.metric, o.mode] for o in DEFAULT_OBJECTIVES])
     completed: float = 0.0  # when the end-of-study work was done; 0 while it is not
     compare: str = ""  # --compare: the searched study whose best is re-run against the paper's
     points: list = field(default_factory=list)  # --compare: the configurations re-run
@@ -54,11 +56,12 @@ class Plan:
     def kind(self) -> str:
         return plan_kind(self.__dict__)
 
+    def save(self, store: Store) -> None:
+        store.save_study(self.study, self.__dict__)
 
-def plan_kind(plan: dict) -> str:
-    """search, grid (``--grid``), rerun (``--config``) or compare (``--compare``)."""
-    return ("grid" if plan.get("grid") else "rerun" if plan.get("config_file")
-            else "compare" if plan.get("compare") else "search")
+    @classmethod
+    def load(cls, store: Store, study: str) -> Plan:
+        return cls(**store.load_study(study))
 
 
 def new_plan(store: Store, args) -> Plan:
@@ -155,7 +158,7 @@ def _space(store: Store, args) -> tuple[SearchSpace, str]:
     ``--compare`` the searched study's."""
     compare = getattr(args, "compare", None)
     if compare is not None:
-        searched = Plan(**store.load_study(compare))
+        searched = Plan.load(store, compare)
         if args.space:
             raise ConfigError(f"--compare {compare} re-runs in that study's space "
                               f"({searched.space_file}); leave out --space")

@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 
 from study.store import Store
+from trainables.errors import ConfigError
 
 # Tags of a study's runs (the parent's and each trial's), written once.
 STUDY = "study"  # every run of a study: its name
@@ -26,6 +27,9 @@ WEIGHTS_KEPT = "weights_kept"  # "true" while the run holds its encoder's weight
 ENCODER_STATE = "encoder_state"  # runs:/ URI of the encoder's state dict, or why it is gone
 MODEL_URI = "model_uri"  # models:/ URI once the encoder was logged as an MLflow model
 BEST_RUN = "best_run_id"  # on the parent: the study's best trial run
+KIND = "kind"  # on the parent: "study"
+STUDY_KIND = "study_kind"  # on the parent: search, grid, rerun or compare
+GRID = "grid"  # on a grid study's parent: the grid's name
 
 # Metrics a trial logs (per epoch: the first; at its end: the others).
 KNN_VAL = "knn_val_acc"
@@ -166,13 +170,18 @@ def experiment_of(store: Store, dataset: str) -> str | None:
     return exp.experiment_id if exp is not None else None
 
 
+def is_trial_run(run) -> bool:
+    """A trial's run, not the study's parent run."""
+    return TRIAL_ID in run.data.tags
+
+
 def read_trials(store: Store, dataset: str, study: str) -> list[TrialRecord]:
     """Every trial run of ``study`` (the parent run left out), in trial id order."""
     experiment_id = experiment_of(store, dataset)
     if experiment_id is None:
         return []
     trials = [to_record(r) for r in read_runs(store, experiment_id, study_filter(study))
-              if TRIAL_ID in r.data.tags]
+              if is_trial_run(r)]
     return sorted(trials, key=lambda t: t.trial_id)
 
 
@@ -199,3 +208,11 @@ def parse_param(text: str):
         except ValueError:
             pass
     return text
+
+
+def study_rows(store: Store, dataset: str, study: str) -> list[TrialRecord]:
+    """Every trial run of ``study`` (one per trial), best first by validation accuracy; a
+    clear error where the store has no experiment for ``dataset``."""
+    if experiment_of(store, dataset) is None:
+        raise ConfigError(f"no MLflow experiment {dataset!r} at {store.tracking_uri}")
+    return ranked(read_trials(store, dataset, study))

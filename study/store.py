@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,6 +97,28 @@ class Store:
             return exp.experiment_id
         location = self.artifacts.as_uri() if self.tracking_uri.startswith("sqlite") else None
         return client.create_experiment(dataset, artifact_location=location)
+
+
+def plan_kind(plan: dict) -> str:
+    """search, grid (``--grid``), rerun (``--config``) or compare (``--compare``)."""
+    return ("grid" if plan.get("grid") else "rerun" if plan.get("config_file")
+            else "compare" if plan.get("compare") else "search")
+
+
+def ui_command(store: Store, port: int) -> list[str]:
+    """`mlflow ui` on the store at 127.0.0.1:``port`` (what ``study.ui`` runs)."""
+    return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", store.tracking_uri,
+            "--host", "127.0.0.1", "--port", str(port)]
+
+
+def experiments(store: Store, dataset: str | None = None) -> dict[str, str]:
+    """The store's data sets (MLflow experiments) and their ids, or just ``dataset``'s."""
+    from mlflow.tracking import MlflowClient
+
+    found = {e.name: e.experiment_id
+             for e in MlflowClient(store.tracking_uri).search_experiments()
+             if e.name != "Default"}
+    return {n: i for n, i in found.items() if dataset is None or n == dataset}
 
 
 def runs_url(experiment_id: str, port: int = 5000, base: str | None = None) -> str:

@@ -95,8 +95,8 @@ def paper_points(points: list[dict], stratum: dict) -> list[dict]:
 def study_splits(store, study: str) -> list[int]:
     """The splits a study covers: its strata, the K its space searches (narrowed by --K), or
     its grid's; [] where its record or space is gone (then the K its trials ran)."""
-    from study.plan import plan_kind
-    from study.space import load_space
+    from study.spacefile import load_space
+    from study.store import plan_kind
 
     if not store.study_file(study).is_file():
         return []

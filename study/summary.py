@@ -1,64 +1,10 @@
-"""The end of a study on the console: the table of its best trials, then what it holds and
-what to run next; ``study_rows`` is the study read back, best first (``study.export`` too)."""
+"""The end-of-study table on the console: the best trials, best first, grouped by split K in
+a search over several (``study.finish`` prints it once the study completes)."""
 
 from __future__ import annotations
 
 from study._cli import log
-from study.footprint import study_footprint
-from study.records import (
-    BEST_RUN,
-    TrialRecord,
-    experiment_of,
-    ranked,
-    read_trials,
-)
-from study.registry import register_best
-from study.store import Store, runs_url
-from trainables.errors import ConfigError
-
-
-def study_rows(store: Store, dataset: str, study: str) -> list[TrialRecord]:
-    """Every trial run of ``study`` (one per trial), best first by validation accuracy."""
-    if experiment_of(store, dataset) is None:
-        raise ConfigError(f"no MLflow experiment {dataset!r} at {store.tracking_uri}")
-    return ranked(read_trials(store, dataset, study))
-
-
-def print_summary(store: Store, study: str, dataset: str, parent_run_id: str,
-                  top: int = 10, objectives: list | None = None, plan: dict | None = None
-                  ) -> None:
-    """The end-of-study work's console and records: the table of the best trials, the best
-    one on the parent run and registered, the parent FINISHED, the disk held, what to run next.
-    Each step is safe to repeat (``study.lifecycle.finish``)."""
-    rows = study_rows(store, dataset, study)
-    print_table(rows, study, top, objectives)
-    if plan is not None and plan.get("compare"):  # a --compare study: its answer
-        from study.compare import comparison_table
-
-        log("\n" + comparison_table(rows, plan).text())
-    best = next((r for r in rows if r.model_uri and r.linear_val_acc is not None), None)
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(store.tracking_uri)
-    if best is not None:
-        client.log_metric(parent_run_id, "best_linear_val_acc", best.linear_val_acc)
-        client.set_tag(parent_run_id, BEST_RUN, best.run_id)
-        register_best(store, best, f"{study}-encoder")
-    client.set_terminated(parent_run_id, "FINISHED")
-    parent = client.get_run(parent_run_id)
-    footprint = study_footprint(store, study, dataset,
-                                [parent.info.artifact_uri, *(r.artifact_uri for r in rows)])
-    if footprint is not None:
-        mb = {k: v / 1e6 for k, v in footprint.items() if k != "kept_encoders"}
-        log(f"\ndisk: {mb['total']:.1f} MB ({mb['artifacts']:.1f} MB of MLflow artifacts, "
-            f"{mb['encoders']:.1f} MB of them the {footprint['kept_encoders']} kept encoder(s); "
-            f"{mb['ray']:.1f} MB of Ray Tune state)")
-    log(f"\nexport the best T per K:  python -m study.export --dataset {dataset} --study {study}"
-        + store.flag)
-    log(f"the study's report:       python -m study.report --study {study}" + store.flag)
-    experiment_id = parent.info.experiment_id
-    log("browse every trial:       python -m study.ui" + store.flag
-        + f", then open {runs_url(experiment_id)}")
+from study.records import TrialRecord
 
 
 def print_table(rows: list[TrialRecord], study: str, top: int = 10,

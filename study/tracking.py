@@ -24,9 +24,9 @@ from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from ray.tune import Callback
-from ray.tune.result import AUTO_RESULT_KEYS
 
 from study._cli import format_params
+from study.checkpoints import retire_checkpoint, stop_if_disk_full
 from study.guard import GuardedClient
 from study.records import (
     CELL,
@@ -39,18 +39,17 @@ from study.records import (
     STUDY,
     TRIAL_ID,
     WEIGHTS_KEPT,
+    is_trial_run,
     rank_key,
     search_all,
     study_filter,
     to_record,
 )
-from study.state import REGISTERED
-from study.stop import DISK_FULL, StudyStopped
+from study.stop import StudyStopped
 from trainables.tune_trainable import (
     DATA,
     ENCODER_FILE,
     FINAL,
-    FINAL_FILE,
     FINISHED,
     METRICS,
     REPLAY,
@@ -137,7 +136,7 @@ class MlflowTracking(Callback):
             self._stored = {r.data.tags[TRIAL_ID]: r.info.run_id
                             for r in search_all(self.client, self.experiment_id,
                                                 study_filter(self.study))
-                            if TRIAL_ID in r.data.tags}
+                            if is_trial_run(r)}
         run_id = self._stored.get(trial.trial_id)
         if run_id is None:
             run_id = self._create_run(trial)
@@ -300,57 +299,3 @@ class MlflowTracking(Callback):
             self.client.set_tag(r.info.run_id, WEIGHTS_KEPT, "false")
             self.client.set_tag(r.info.run_id, ENCODER_STATE,
                                 f"deleted: not among the {self.keep_weights} best trials")
-
-
-def stop_if_disk_full(trial) -> None:
-    """A trial that failed because its checkpoint found no space stops the study, before Ray
-    spends its retries: every retry would fail the same way, and the study would end with
-    trials in ERROR that more disk would have saved."""
-    import shutil
-
-    path = Path(getattr(trial, "path", None) or getattr(trial, "local_path", None) or ".")
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    try:
-        error_file = getattr(trial, "error_file", None)
-        text = Path(error_file).read_text() if error_file else ""
-    except OSError:
-        text = ""
-    if any(m in text.lower() for m in DISK_FULL) or shutil.disk_usage(path).free < DISK_FLOOR:
-        raise StudyStopped(f"no space left on device under {path} (trial {trial.trial_id} "
-                           f"was writing its checkpoint); free space there")
-
-
-DISK_FLOOR = 1 << 20  # bytes free under a trial's folder below which the disk counts as full
-
-
-def retire_checkpoint(checkpoint, result: dict) -> None:
-    """Empty an ended trial's Ray checkpoint, on whichever file system the study's storage
-    uses, but for ``FINAL_FILE``, the result the trial ended with (a few kB), and the mark that
-    the checkpoint is whole (``study.state.REGISTERED``).
-
-    Ray saves its experiment state every few seconds. A driver killed after a trial ended but
-    before that save resumes the trial from this checkpoint: the trial then reports its end
-    again from ``FINAL_FILE`` and trains nothing (``trainables.tune_trainable.run_trial``).
-    """
-    if checkpoint is None:
-        return
-    from pyarrow import fs
-
-    final = f"{checkpoint.path}/{FINAL_FILE}"
-    files = checkpoint.filesystem.get_file_info(fs.FileSelector(checkpoint.path))
-    if not any(f.path == final for f in files):
-        ended = {k: v for k, v in result.items() if k not in AUTO_RESULT_KEYS + RAY_KEYS}
-        with checkpoint.filesystem.open_output_stream(final) as out:
-            out.write(json.dumps(ended, default=str).encode())
-    keep = (final, f"{checkpoint.path}/{REGISTERED}")
-    for f in files:
-        if f.path in keep:
-            continue
-        if f.type == fs.FileType.Directory:
-            checkpoint.filesystem.delete_dir(f.path)
-        else:
-            checkpoint.filesystem.delete_file(f.path)
-
-
-RAY_KEYS = ("done", "trial_id", "experiment_tag", "should_checkpoint")  # Ray fills them in

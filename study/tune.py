@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     with stop.handling_ctrl_c():
         # Everything that can be checked without Ray is checked before it starts.
         if args.resume:
-            plan = Plan(**store.load_study(args.study_name or store.latest_study(args.dataset)))
+            plan = Plan.load(store, args.study_name or store.latest_study(args.dataset))
             if plan.completed:
                 log(f"study {plan.study} is complete (ended {time.ctime(plan.completed)}); "
                     f"nothing to resume")

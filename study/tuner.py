@@ -116,7 +116,7 @@ def _new_tuner(store: Store, plan: Plan, space: SearchSpace, trainable, run_conf
             space=distributions, metric=metric, mode=mode,
             points_to_evaluate=[dict(p) for p in space.points_to_evaluate
                                 if not plan.K or p.get("K") in plan.K] or None,
-            sampler=_sampler(plan, plan.trials),
+            sampler=_sampler(plan, plan.trials, plan.seed),
             study_name=optuna_study_name(plan.dataset, plan.study), storage=storage,
         )
         scheduler = ASHAScheduler(**asha)
@@ -125,11 +125,12 @@ def _new_tuner(store: Store, plan: Plan, space: SearchSpace, trainable, run_conf
         for k in keys:
             distributions.pop(k)
         searchers = []
-        for stratum, share in zip(plan.strata, plan.shares):
+        for i, (stratum, share) in enumerate(zip(plan.strata, plan.shares)):
             searchers.append(StudySearch(
                 space=distributions, metric=metric, mode=mode,
                 points_to_evaluate=paper_points(space.points_to_evaluate, stratum) or None,
-                sampler=_sampler(plan, share),
+                # Each split its own draws: one seed would give every split the same points.
+                sampler=_sampler(plan, share, plan.seed + i),
                 study_name=optuna_study_name(plan.dataset, plan.study, stratum), storage=storage,
             ))
         searcher = StratifiedSearch(searchers, plan.strata, plan.shares, metric, mode)
@@ -146,13 +147,14 @@ def _new_tuner(store: Store, plan: Plan, space: SearchSpace, trainable, run_conf
     )
 
 
-def _sampler(plan: Plan, trials: int):
-    """Seeded TPE. Its random start-up is at most half of the trials it will see (Optuna's 10
-    would leave a stratum of 6 trials all random), and concurrent trials are told apart by the
-    constant liar (a running trial counts as a poor one, so two free slots get two points)."""
+def _sampler(plan: Plan, trials: int, seed: int):
+    """TPE seeded with ``seed``. Its random start-up is at most half of the trials it will see
+    (Optuna's 10 would leave a stratum of 6 trials all random), and concurrent trials are told
+    apart by the constant liar (a running trial counts as a poor one, so two free slots get
+    two points)."""
     import optuna
 
-    return optuna.samplers.TPESampler(seed=plan.seed, n_startup_trials=max(1, min(10, trials // 2)),
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(1, min(10, trials // 2)),
                                       constant_liar=plan.concurrency > 1)
 
 

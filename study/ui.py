@@ -9,25 +9,9 @@ plus the address of each data set's runs. MLflow 3.17 opens an experiment on its
 from __future__ import annotations
 
 import os
-import sys
 
 from study._cli import log, parser, run
-from study.store import Store, runs_url
-
-
-def command(store: Store, port: int) -> list[str]:
-    return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", store.tracking_uri,
-            "--host", "127.0.0.1", "--port", str(port)]
-
-
-def experiments(store: Store, dataset: str | None = None) -> dict[str, str]:
-    """The store's data sets (MLflow experiments) and their ids, or just ``dataset``'s."""
-    from mlflow.tracking import MlflowClient
-
-    found = {e.name: e.experiment_id
-             for e in MlflowClient(store.tracking_uri).search_experiments()
-             if e.name != "Default"}
-    return {n: i for n, i in found.items() if dataset is None or n == dataset}
+from study.store import Store, experiments, runs_url, ui_command
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dataset", default=None, help="print only this data set's address")
     args = p.parse_args(argv)
     store = Store.at(args.store)
-    cmd = command(store, args.port)
+    cmd = ui_command(store, args.port)
     log(" ".join(cmd[1:]))
     for name, experiment_id in experiments(store, args.dataset).items():
         log(f"the runs of {name}: {runs_url(experiment_id, args.port)}")

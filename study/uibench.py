@@ -20,7 +20,7 @@ import time
 import urllib.request
 
 from study._cli import log
-from study.store import runs_url
+from study.store import runs_url, ui_command
 
 PAGE_TIMEOUT = 180.0
 
@@ -57,14 +57,13 @@ def runs_page_seconds(store, plan) -> float | None:
     if browser is None:
         log("  ui_runs_page_s not measured: no chromium here (apt-get install chromium)")
         return None
-    from study import ui
 
     server = None
     if store.tracking_uri.startswith("http"):
         base = store.tracking_uri.rstrip("/")
     else:
         port = free_port()
-        server = subprocess.Popen(ui.command(store, port), stdout=subprocess.DEVNULL,
+        server = subprocess.Popen(ui_command(store, port), stdout=subprocess.DEVNULL,
                                   stderr=subprocess.DEVNULL)
         base = f"http://127.0.0.1:{port}"
     try:

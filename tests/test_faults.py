@@ -199,7 +199,7 @@ def optuna_trials(study: Study) -> dict[str, list]:
     from study.strata import optuna_study_names
 
     storage = optuna.storages.RDBStorage(study.store.optuna_url)
-    plan = Plan(**study.store.load_study(study.name))
+    plan = Plan.load(study.store, study.name)
     return {name: optuna.load_study(study_name=name, storage=storage).trials
             for name in optuna_study_names(plan)}
 

@@ -11,7 +11,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from study.report import grid_table, load_study
-from study.report import main as report
+from study.report.__main__ import main as report
 from study.state import REGISTERED
 from study.store import Store
 from study.tune import main as tune

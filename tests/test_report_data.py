@@ -9,7 +9,7 @@ import pytest
 
 from study.pareto import Point
 from study.records import TrialRecord
-from study.report import StudyRecord, data, figures, grid_table, tables
+from study.report import StudyRecord, data, figures, grid_table, importances, tables
 from trainables.plots import draw_kept_ratios  # sets the Agg backend: files only, no screen
 
 
@@ -211,6 +211,6 @@ def test_importances_are_for_the_best_trials_of_a_maximised_objective(directions
         study_.add_trial(optuna.trial.create_trial(
             params=p, distributions=dists, values=[acc, 1.0][:len(directions)]))
     objectives = [["knn_val_acc", "max"], ["max_block_head_macs", "min"]][:len(directions)]
-    result = data._optuna_result(study_, study([], kind="search",
+    result = importances._optuna_result(study_, study([], kind="search",
                                                plan={"objectives": objectives}))
     assert result.maximize and list(result.importances)[0] == "tau", result.importances

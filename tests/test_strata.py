@@ -10,7 +10,7 @@ from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from study.compare import comparison, comparison_table
 from study.records import TrialRecord
 from study.search import StratifiedASHA, StratifiedSearch, StudySearch
-from study.space import load_space, space_path
+from study.spacefile import load_space, space_path
 from study.strata import optuna_study_name, paper_points, shares, strata_of
 from study.tuner import optuna_space
 
@@ -238,3 +238,10 @@ def test_a_comparison_runs_on_fresh_seeds_never_the_searchs_own(searched):
         new_plan(searched, parse_args([*args, "--seed", "0"]))
     with pytest.raises(ConfigError, match="--trials-per-K shares a search's trials"):
         new_plan(searched, parse_args([*args, "--trials-per-K", "2"]))
+
+
+def test_the_comparison_shows_T_to_3_digits_whether_a_number_or_mlflow_text():
+    from study.compare import _g
+
+    assert _g(0.7866811582065296) == _g("0.7866811582065296") == "0.787"
+    assert _g("0.5") == "0.5" and _g(None) == "None" and _g("None") == "None"

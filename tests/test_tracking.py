@@ -277,7 +277,7 @@ def test_a_trial_with_no_gpu_share_trains_on_the_cpu(tmp_path, monkeypatch):
 
     from study.cluster import resources as _resources
     from study.plan import Plan
-    from study.space import load_space, space_path
+    from study.spacefile import load_space, space_path
     from study.tuner import trial_setup as _trial_setup
 
     space = load_space(space_path("digits"))
@@ -333,10 +333,10 @@ def test_study_line_counts_trials_and_estimates_time_left_from_measured_epochs()
 
 def test_the_bookkeeping_benchmarks_trial_reports_what_a_real_trial_reports(trial, tmp_path,
                                                                               monkeypatch):
-    """``study.bookkeeping.fake_trial`` stands in for the training in the benchmark: the same
+    """``study.faketrial.fake_trial`` stands in for the training in the benchmark: the same
     result keys every epoch and at the end, the same report files (its plots aside) and an
     encoder that loads into the trial's model."""
-    from study.bookkeeping import fake_trial
+    from study.faketrial import fake_trial
 
     setup, real = trial
     fake = Reports(tmp_path)

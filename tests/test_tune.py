@@ -133,7 +133,7 @@ def test_study_tracks_every_trial_as_it_ended_and_exports(ray_session, tmp_path)
 
     # The report of a search: the best T per K, the landscape with each trial's fate, Optuna's
     # history; the trials table says which trial diverged and which was stopped early.
-    from study.report import main as report
+    from study.report.__main__ import main as report
 
     assert report(["--study", "s1", "--store", str(store.root), "--out",
                    str(tmp_path / "report")]) == 0
@@ -150,7 +150,7 @@ def test_leftovers_of_a_killed_driver_are_closed(tmp_path):
     """What Ray's last saved state did not know: a trial run and an Optuna trial left RUNNING."""
     import optuna
 
-    from study.lifecycle import LOST, close_leftovers
+    from study.finish import LOST, close_leftovers
     from study.plan import Plan
 
     store = Store.at(tmp_path / "mlruns")
@@ -326,7 +326,7 @@ def test_bad_input_is_one_line(tmp_path, args, message):
     ],
 )
 def test_bad_space_file_is_one_line(tmp_path, old, new, message):
-    from study.space import space_path
+    from study.spacefile import space_path
 
     space = tmp_path / "space.yaml"
     space.write_text(space_path("digits").read_text().replace(old, new, 1))
@@ -399,7 +399,7 @@ def test_multi_objective_study_exports_its_pareto_front(ray_session, tmp_path):
     assert mlp.data.metrics["max_block_macs"] == paper.data.metrics["max_block_macs"]
 
     # The report draws the front and lists exactly the exported members.
-    from study.report import main as report
+    from study.report.__main__ import main as report
 
     assert report(["--study", "mo", "--store", str(store.root), "--out",
                    str(tmp_path / "report")]) == 0

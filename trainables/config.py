@@ -68,8 +68,6 @@ class TrainConfig:
                               f"None for all)")
         if self.subset is not None and self.subset < 2:
             raise ConfigError(f"subset={self.subset} must be at least 2 (or None for all)")
-        if self.batch_size < 2:
-            raise ConfigError(f"batch_size={self.batch_size} must be at least 2")
         if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
             raise ConfigError(f"device={self.device!r} is unknown; allowed: auto, cpu, cuda[:N]")
         if self.precision not in PRECISIONS:
@@ -116,7 +114,7 @@ RANGES = {
     "head": (lambda v: v in HEADS, f"is unknown; allowed: {', '.join(HEADS)}"),
     "tau": (lambda v: _is_number(v) and v > 0, "must be a positive number"),
     "lr": (lambda v: _is_number(v) and v > 0, "must be a positive number"),
-    "batch_size": (lambda v: _is_number(v) and v > 0, "must be a positive number"),
+    "batch_size": (lambda v: _is_number(v) and v >= 2, "must be at least 2"),
     "linear_epochs": (lambda v: _is_number(v) and v > 0, "must be a positive number"),
     "weight_decay": (lambda v: _is_number(v) and v >= 0, "must be a number >= 0"),
 }

@@ -26,14 +26,4 @@ from __future__ import annotations
 from study.report.data import StudyRecord, load_study
 from study.report.tables import Table, grid_table
 
-__all__ = ["StudyRecord", "Table", "grid_table", "load_study", "main"]
-
-
-def __getattr__(name: str):
-    # ``main`` is imported when asked for, not with the package: ``python -m study.report``
-    # imports the package before it runs ``__main__``, and runpy warns of a module imported twice.
-    if name == "main":
-        from study.report.__main__ import main
-
-        return main
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__ = ["StudyRecord", "Table", "grid_table", "load_study"]

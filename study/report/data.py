@@ -17,13 +17,10 @@ import numpy as np
 
 from study.paper import PAPER_T, PaperCell, paper_cell
 from study.pareto import Point, finished_points, front
-from study.plan import plan_kind
 from study.records import TrialRecord as Trial
 from study.records import ranked, read_trials
-from study.store import Store
+from study.store import Store, plan_kind
 from trainables.errors import ConfigError
-
-MIN_IMPORTANCE_TRIALS = 4  # with fewer, the importances say nothing
 
 # A run's kept ratios (Fig. 5): {"kept_pos": {block: [(epoch, fraction), ...]}, "kept_neg": ...}
 Kept = dict[str, dict[int, list[tuple[int, float]]]]
@@ -182,7 +179,7 @@ class Front:
 def pareto_front(record: StudyRecord) -> Front | None:
     """The front of a multi-objective study; None while no finished trial reports every
     objective."""
-    from study.space import load_space
+    from study.spacefile import load_space
 
     objectives = record.plan["objectives"]
     points = finished_points(record.trials, objectives)
@@ -203,63 +200,6 @@ def _same(a, b) -> bool:
     if isinstance(a, (int, float)) and isinstance(b, (int, float)):
         return abs(a - b) < 1e-9
     return a == b
-
-
-@dataclass
-class OptunaResult:
-    """A search's Optuna study as the report shows it: the history and the parameter importances
-    of its objective (with several, of the first)."""
-
-    metric: str
-    maximize: bool
-    values: list[tuple[int, float]]  # (Optuna trial number, value) of each completed trial
-    completed: int  # finished and diverged trials (at 0); those stopped early are PRUNED
-    importances: dict[str, float] | None = None  # None: too few trials, or Optuna could not
-    importance_error: str | None = None  # why Optuna could not
-
-
-def optuna_results(store: Store, record: StudyRecord) -> list[tuple[str, OptunaResult]]:
-    """Each Optuna study of a search, by its stratum's label ("" where the search has one
-    study); a study missing from the store is left out."""
-    import optuna
-
-    from study.strata import label, optuna_study_name
-
-    strata = record.plan.get("strata") or [None]
-    out = []
-    for stratum in strata:
-        try:
-            study = optuna.load_study(
-                study_name=optuna_study_name(record.dataset, record.name, stratum),
-                storage=store.optuna_url)
-        except KeyError:
-            continue
-        out.append((label(stratum) if stratum else "", _optuna_result(study, record)))
-    return out
-
-
-IMPORTANCE_EVALUATOR = "PED-ANOVA"  # Optuna's PedAnovaImportanceEvaluator, named where shown
-
-
-def _optuna_result(study, record: StudyRecord) -> OptunaResult:
-    import optuna
-
-    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
-    result = OptunaResult(record.plan.get("objectives", [["knn_val_acc", "max"]])[0][0],
-                          maximize, [(t.number, t.values[0]) for t in done if t.values],
-                          len(done))
-    if len(done) >= MIN_IMPORTANCE_TRIALS:
-        # PED-ANOVA ranks parameters for the best trials of a target it takes as minimised:
-        # the first objective, negated where it is maximised, in every kind of study.
-        sign = -1.0 if maximize else 1.0
-        try:
-            result.importances = optuna.importance.get_param_importances(
-                study, evaluator=optuna.importance.PedAnovaImportanceEvaluator(),
-                target=lambda t: sign * t.values[0])
-        except (RuntimeError, ValueError) as e:
-            result.importance_error = str(e)
-    return result
 
 
 def compared_trials(record: StudyRecord) -> dict[str, Trial]:

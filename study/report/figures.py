@@ -14,7 +14,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from study.report.data import IMPORTANCE_EVALUATOR, Front, Kept, ThresholdPoints
+from study.report.data import Front, Kept, ThresholdPoints
+from study.report.importances import IMPORTANCE_EVALUATOR
 
 STATE_MARKERS = {"finished": "o", "stopped early": "x", "diverged": "v", "failed": "v",
                  "running": ".", "lost": "."}

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from study.compare import comparison_table
 from study.report import data, figures
-from study.report.data import MIN_IMPORTANCE_TRIALS, StudyRecord
+from study.report.data import StudyRecord
+from study.report.importances import IMPORTANCE_EVALUATOR, MIN_IMPORTANCE_TRIALS, optuna_results
 from study.report.tables import (
     Table,
     best_per_K_table,
@@ -51,7 +52,7 @@ def front_parts(record: StudyRecord) -> tuple[list[str], list[Table]]:
 def optuna_parts(store: Store, record: StudyRecord) -> tuple[list[str], list[Table]]:
     """Optuna's optimisation history and parameter importances of a search: of each split's
     own Optuna study where the search is stratified."""
-    results = data.optuna_results(store, record)
+    results = optuna_results(store, record)
     if not results:
         return [f"<p>No Optuna study of {record.dataset}/{record.name} in the store.</p>"], []
     parts, tables = [], []
@@ -70,7 +71,7 @@ def optuna_parts(store: Store, record: StudyRecord) -> tuple[list[str], list[Tab
                          f"{html.escape(' '.join(result.importance_error.split()))}.</p>")
         else:
             parts += [f"<h3>Parameter importances{html.escape(at)} (optuna.importance, "
-                      f"{data.IMPORTANCE_EVALUATOR})</h3>",
+                      f"{IMPORTANCE_EVALUATOR})</h3>",
                       figures.fig_importances(result.importances),
                       f'<p class="note">For {first} ({"max" if result.maximize else "min"}imised) '
                       "over Optuna's completed trials: the finished ones and the diverged ones "
