@@ -73,11 +73,15 @@ class Trainer:
         self.history: list[dict] = []
 
     # -- training ---------------------------------------------------------------------------
-    def block_step(self, k: int, h: torch.Tensor) -> tuple[torch.Tensor, ContrastiveLoss]:
-        """Block k's forward and local loss: ``h^k = f^k(StopGrad(h^{k-1}))``, ``g^k(h^k)``."""
+    def block_step(
+        self, k: int, h: torch.Tensor, model: DecoupledResNet | None = None
+    ) -> tuple[torch.Tensor, ContrastiveLoss]:
+        """Block k's forward and local loss: ``h^k = f^k(StopGrad(h^{k-1}))``, ``g^k(h^k)``
+        (of ``model``, default the run's own: a copy serves to time a block)."""
+        model = self.model if model is None else model
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            h = self.model.blocks[k](h.detach())
-            z = self.model.heads[k](h)
+            h = model.blocks[k](h.detach())
+            z = model.heads[k](h)
         cfg = self.cfg
         return h, contrastive_loss(z, cfg.tau, self.thresholds[k], cfg.subsample)
 
@@ -121,11 +125,15 @@ class Trainer:
         batches as fit), their count and size."""
         self.model.train()
         images = self.data.pretrain
-        n = len(images)
-        batch = min(self.cfg.batch_size, n)
-        steps = n // batch
-        perm = torch.randperm(n, device=self.device)
+        steps, batch = self.epoch_shape()
+        perm = torch.randperm(len(images), device=self.device)
         return (images[perm[s * batch:(s + 1) * batch]] for s in range(steps)), steps, batch
+
+    def epoch_shape(self) -> tuple[int, int]:
+        """Steps per epoch and images per step: as many full batches as fit."""
+        n = len(self.data.pretrain)
+        batch = min(self.cfg.batch_size, n)
+        return n // batch, batch
 
     def reset_peak_memory(self) -> int:
         """On CUDA, start counting the peak anew; what stays resident (data set, model,
@@ -136,11 +144,13 @@ class Trainer:
         return torch.cuda.memory_allocated(self.device)
 
     def end_epoch(
-        self, means: list[list[float]], seconds: float, steps: int, batch: int, resident: int
+        self, means: list[list[float]], seconds: float, steps: int, batch: int, resident: int,
+        peak: int | None = None,
     ) -> dict:
         """The epoch's record from its per-block step means [K, 3]: kNN monitor when due,
-        speed and memory; appended to the history."""
-        peak = torch.cuda.max_memory_allocated(self.device) if self.cuda else None
+        speed and memory (this process's peak unless ``peak``); appended to the history."""
+        if peak is None and self.cuda:
+            peak = torch.cuda.max_memory_allocated(self.device)
         self.epoch += 1
         record = {"epoch": self.epoch}
         for j, name in enumerate(STEP_METRICS):
