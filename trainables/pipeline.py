@@ -292,6 +292,11 @@ class PipelinedTrainer:
             except queue.Empty:
                 self._check_alive()
                 continue
+            except (OSError, EOFError) as e:  # a stage killed while it wrote to the queue
+                time.sleep(0.5)
+                self._check_alive()
+                self.close()
+                raise PipelineError(f"a stage's results were cut off: {e}") from None
             if what == "error":
                 time.sleep(0.5)  # a killed stage is the cause; its neighbours only lost it
                 self._check_alive()
@@ -468,7 +473,8 @@ class _Link:
         self.rank, self.world, self.device = rank, world, device
         self.host = backend == "gloo" and device.type == "cuda"
         self.pending = None  # the last send in flight, and its tensor kept alive
-        self.shape: tuple | None = None
+        self.announced = False  # the output's shape and dtype went to the next stage
+        self.shape: tuple | None = None  # the input's, from the previous stage
         self.dtype = torch.float32
 
     def send(self, h: torch.Tensor) -> None:
@@ -477,10 +483,10 @@ class _Link:
         h = h.contiguous()
         if self.host:
             h = h.cpu()
-        if self.shape is None:
+        if not self.announced:
             header = torch.tensor([DTYPES.index(h.dtype), *h.shape], dtype=torch.int64)
-            dist.send(header.to(h.device) if not self.host else header, self.rank + 1)
-            self.shape = tuple(h.shape)
+            dist.send(header.to(h.device), self.rank + 1)
+            self.announced = True
         self.flush()
         self.pending = (dist.isend(h, self.rank + 1), h)
 
