@@ -193,6 +193,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--repeats", type=int, default=None, help="timed repeats (median)")
     p.add_argument("--skip-tune", action="store_true", help="leave out tune_overhead (no Ray)")
+    p.add_argument("--pipeline", action="store_true",
+                   help="also the pipelined trainer: ResNet-18 K = 8 over 2 stage processes "
+                        "against the sequential step")
     p.add_argument("--json", action="store_true", help="end with one JSON line on stdout")
     p.add_argument("--monitor", action="store_true",
                    help="only the kNN monitor: a cheap one (--monitor-images) against the full "
@@ -272,6 +275,12 @@ def main(argv: list[str] | None = None) -> int:
     }
     result["augment_speedup"] = result["augment"]["speedup"]
     result["subsample_overhead"] = result["subsample"]["overhead"]
+    if args.pipeline:
+        from study.pipebench import bench_pipeline
+
+        result["pipeline"] = bench_pipeline(device, args.quick, min(repeats, 3))
+        for key in ("pipeline_speedup", "pipeline_ideal", "pipeline_bubble"):
+            result[key] = result["pipeline"][key]
     if not args.skip_tune:
         result["tune"] = bench_tune(args.quick, min(repeats, 3))
         result["tune_overhead"] = result["tune"]["overhead"]

@@ -20,6 +20,7 @@ from trainables.data import SPECS
 from trainables.evaluation import LINEAR_EPOCHS
 from trainables.losses import SUBSAMPLE_MODES
 from trainables.models import ARCHS
+from trainables.pipeline import PARTITIONS, PipelinedTrainer, check_stages
 from trainables.report import final_report
 from trainables.train import Trainer
 
@@ -61,6 +62,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--config-K", type=int, default=None,
                    help="with --config: the best configuration for this K instead")
     p.add_argument("--checkpoint", type=Path, default=None, help="save here; resume if present")
+    p.add_argument("--stages", type=int, default=1,
+                   help="train the K blocks in S processes at once, pipelined (default 1: one "
+                        "after another in this process); on CUDA one GPU each")
+    p.add_argument("--partition", default="auto", choices=PARTITIONS,
+                   help="blocks per stage: auto (balanced on measured block times, default) "
+                        "or even")
     p.add_argument("--linear-epochs", type=int, default=LINEAR_EPOCHS,
                    help="epochs of linear evaluation and of each probe (0: skip evaluation)")
     p.add_argument("--out", type=Path, default=None,
@@ -100,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         trainer = Trainer.from_checkpoint(args.checkpoint, epochs=cfg.epochs, device=cfg.device)
         log(f"resumed {args.checkpoint} at epoch {trainer.epoch}")
     else:
+        check_stages(cfg.K, args.stages, cfg.device)  # before the data are loaded
         trainer = Trainer(cfg)
     c = trainer.cfg
     log(
@@ -107,9 +115,14 @@ def main(argv: list[str] | None = None) -> int:
         f"T={c.threshold} ({c.subsample}) tau={c.tau} on {trainer.device}, "
         f"{len(trainer.data.pretrain)} train images"
     )
-    trainer.fit(
-        on_epoch=lambda r: log(epoch_line(r, c.epochs)), checkpoint=args.checkpoint
-    )
+    on_epoch = lambda r: log(epoch_line(r, c.epochs))  # noqa: E731
+    if args.stages == 1:
+        trainer.fit(on_epoch=on_epoch, checkpoint=args.checkpoint)
+    else:
+        with PipelinedTrainer(trainer, args.stages, args.partition) as pipeline:
+            log(f"{args.stages} stages, {pipeline.describe()}")
+            pipeline.fit(on_epoch=on_epoch, checkpoint=args.checkpoint)
+            log(pipeline_line(pipeline))
     final = trainer.history[-1]["knn_val_acc"] if trainer.history else None
     log(f"final kNN validation accuracy: {final:.4f}")
     metrics = {}
@@ -125,6 +138,15 @@ def main(argv: list[str] | None = None) -> int:
             "history": trainer.history,
         })
     return 0
+
+
+def pipeline_line(pipeline: PipelinedTrainer) -> str:
+    """The last epoch's pipeline: its step, each stage's compute, the ideal and the bubble."""
+    stats = pipeline.stats[-1]
+    compute = " ".join(f"{1e3 * s.compute / stats.steps:.0f}" for s in stats.stages)
+    return (f"pipeline: {1e3 * stats.seconds / stats.steps:.0f} ms a step; stages compute "
+            f"[{compute}] ms a step; ideal speed-up {stats.ideal:.2f}x, bubble "
+            f"{100 * stats.bubble:.0f}%")
 
 
 def summary(m: dict) -> str:
