@@ -75,22 +75,31 @@ def check_address(address: str, timeout: float = 3.0) -> None:
                           f"({e.strerror or type(e).__name__}); {CLUSTER_HELP}") from None
 
 
-def resources(gpus: float | None, cpus: float | None, concurrency: int) -> tuple[float, float]:
-    """Per-trial resources, checked against the cluster before any trial can wait forever."""
+def resources(gpus: float | None, cpus: float | None, concurrency: int, stages: int = 1
+              ) -> tuple[float, float]:
+    """Per-trial resources (per stage of a pipelined trial: ``stages``, the most any trial of
+    the study trains in), checked against the cluster before any trial can wait forever."""
     import ray
 
     total = ray.cluster_resources()
     n_gpus, n_cpus = total.get("GPU", 0.0), total.get("CPU", 1.0)
     if gpus is None:
         # As many trials on each GPU as concurrency needs: 2 GPUs, 3 at once -> 1/2 each.
-        gpus = 1.0 / math.ceil(concurrency / n_gpus) if n_gpus else 0.0
+        gpus = 1.0 / math.ceil(concurrency * stages / n_gpus) if n_gpus else 0.0
     if cpus is None:
-        cpus = max(0.5, min(4.0, n_cpus / concurrency))
-    if gpus > 0 and n_gpus < gpus:
+        cpus = max(0.5, min(4.0, n_cpus / (concurrency * stages)))
+    if gpus > 0 and n_gpus < gpus * stages:
         raise ConfigError(
-            f"--gpus-per-trial {gpus} asked, but the Ray cluster has {n_gpus:g} GPUs; "
-            f"use --gpus-per-trial 0 or a cluster with GPUs"
+            f"--gpus-per-trial {gpus} asked" + (f" for each of {stages} stages" if stages > 1
+                                                 else "")
+            + f", but the Ray cluster has {n_gpus:g} GPUs; use --gpus-per-trial 0 or a cluster "
+              f"with GPUs"
         )
-    if cpus > n_cpus:
-        raise ConfigError(f"--cpus-per-trial {cpus} exceeds the cluster's {n_cpus:g} CPUs")
+    if stages > 1 and 0 < gpus < 1:
+        raise ConfigError(f"a trial of {stages} pipeline stages needs a whole GPU a stage; "
+                          f"--gpus-per-trial {gpus:g} shares one (use 1, or no stages on GPUs)")
+    if cpus * stages > n_cpus:
+        raise ConfigError(f"--cpus-per-trial {cpus}" + (f" x {stages} stages" if stages > 1
+                                                        else "")
+                          + f" exceeds the cluster's {n_cpus:g} CPUs")
     return gpus, cpus

@@ -65,12 +65,13 @@ def fake_trial(config: dict, setup: dict) -> None:
         record = {f"{name}_block{k + 1}": value for k in range(cfg.K) for name, value in (
             ("loss", 6.0 - 2.0 * progress + 0.1 * k), ("kept_pos", 0.9 - 0.02 * k),
             ("kept_neg", 0.5 - 0.01 * k), ("threshold", cfg.threshold or 0.0))}
-        record.update(images_per_s=5000.0, epoch_seconds=0.5)
+        record.update(images_per_s=5000.0, epoch_seconds=0.5, step_seconds=0.05)
         monitored = epoch % cfg.monitor_every == 0 or epoch == cfg.epochs
         if monitored:
             record["knn_val_acc"] = knn
         history.append({"epoch": epoch, **record})
-        result = {"epoch": epoch, "diverged": epoch == diverges_at, METRICS: record, **costs}
+        result = {"epoch": epoch, "diverged": epoch == diverges_at, METRICS: record,
+                  "step_seconds": 0.05, **costs}
         if monitored:
             result[OBJECTIVE] = knn
         if first:  # the first result of this trial process

@@ -52,7 +52,8 @@ def run(store: Store, plan: Plan, resume: bool, address: str | None = None,
     try:
         if resume:
             gpus, cpus = plan.gpus_per_trial, plan.cpus_per_trial
-        plan.gpus_per_trial, plan.cpus_per_trial = resources(gpus, cpus, plan.concurrency)
+        plan.gpus_per_trial, plan.cpus_per_trial = resources(gpus, cpus, plan.concurrency,
+                                                             space.max_stages)
         return _run_trials(store, plan, space, resume, status_every)
     finally:
         if started_ray:

@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 
 from trainables.errors import ConfigError
 
-SEARCHABLE = ("threshold", "threshold_slope", "tau", "K", "subsample", "head", "lr",
-              "weight_decay")
-CATEGORICAL = ("K", "subsample", "head")
+SEARCHABLE = ("threshold", "threshold_slope", "tau", "K", "subsample", "head", "stages",
+              "lr", "weight_decay")
+CATEGORICAL = ("K", "subsample", "head", "stages")
 # What a trial reports in every result (costs) or its last (linear_val_acc): what a study may
 # optimise. Accuracies are maximised, costs minimised, in a sensible study.
 OBJECTIVE_METRICS = ("knn_val_acc", "linear_val_acc", "max_block_head_macs", "max_block_macs",
-                     "head_params")
+                     "head_params", "step_seconds")
 ACCURACIES = ("knn_val_acc", "linear_val_acc")
 MODES = ("max", "min")
 DISTRIBUTIONS = ("float", "int", "categorical")
@@ -46,6 +46,8 @@ class Train:
     threshold: float | None = None
     subsample: str = "both"
     linear_epochs: int = 200
+    stages: int = 1  # pipeline stages a trial trains its blocks in (trainables.pipeline)
+    partition: str = "auto"
 
 
 @dataclass
@@ -101,6 +103,14 @@ class SearchSpace:
                 f"{self.source}: budget {name!r} is not defined; allowed: {', '.join(self.budgets)}"
             )
         return self.budgets[name]
+
+    @property
+    def max_stages(self) -> int:
+        """The most pipeline stages any trial of this space trains in."""
+        values = [self.train.stages, *(self.search["stages"].choices if "stages" in self.search
+                                        else []),
+                  *(v for g in self.grids.values() for v in g.get("stages", []))]
+        return max(values)
 
     def grid(self, name: str) -> list[dict]:
         """The cells of grid ``name``: every combination of its values, in the file's order."""

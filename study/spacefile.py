@@ -120,8 +120,27 @@ def parse_space(raw: object, source: str) -> SearchSpace:
     if keep != "all" and (not isinstance(keep, int) or isinstance(keep, bool) or keep < 1):
         raise where.error("keep_weights", f"{keep!r} must be an integer >= 1 or all")
     objectives = _objectives(where, raw.get("objectives"))
+    _check_stages(where, train, search, grids)
     return SearchSpace(dataset, model, train, search, budgets, list(points), grids, keep,
                        objectives, source)
+
+
+def _check_stages(where: _Where, train: Train, search: dict, grids: dict) -> None:
+    """Every stage count fits every split: a stage holds at least one block."""
+    def values(name: str, default) -> tuple[str, list]:
+        if name in search:
+            return f"search.{name}", list(search[name].choices or [])
+        for grid_name, grid in grids.items():
+            if name in grid:
+                return f"grids.{grid_name}.{name}", [v for g in grids.values()
+                                                     for v in g.get(name, [])]
+        return f"train.{name}", [default]
+
+    key, stages = values("stages", train.stages)
+    _, Ks = values("K", train.K)
+    if max(stages) > min(Ks):
+        raise where.error(key, f"{max(stages)} exceeds the smallest K ({min(Ks)}) of the space: "
+                          f"every stage needs at least one block")
 
 
 class _Where:

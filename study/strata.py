@@ -22,7 +22,7 @@ import itertools
 
 from trainables.errors import ConfigError
 
-STRATUM_KEYS = ("K", "head")  # what makes a split, where a space searches it
+STRATUM_KEYS = ("K", "head", "stages")  # what makes a split, where a space searches it
 
 
 def stratum_keys(search: dict, objectives) -> list[str]:

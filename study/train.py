@@ -20,7 +20,7 @@ from trainables.data import SPECS
 from trainables.evaluation import LINEAR_EPOCHS
 from trainables.losses import SUBSAMPLE_MODES
 from trainables.models import ARCHS
-from trainables.pipeline import PARTITIONS, PipelinedTrainer, check_stages
+from trainables.pipeline import PipelinedTrainer, check_stages
 from trainables.report import final_report
 from trainables.train import Trainer
 
@@ -56,18 +56,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     run_flag("--monitor-images", type=int,
              help="the monitor's bank and queries: the first N of the train part and of the "
                   "validation split (default: all)")
+    run_flag("--stages", type=int,
+             help="train the K blocks in S processes at once, pipelined, with the same result "
+                  "(default 1: one after another in this process); on CUDA one GPU each")
+    run_flag("--partition", help="blocks per stage: auto (balanced on measured block times, "
+                                 "default) or even")
     p.add_argument("--no-download", action="store_true", help="never try to download data")
     p.add_argument("--config", type=Path, default=None,
                    help="a study.export YAML: train its best configuration (flags override)")
     p.add_argument("--config-K", type=int, default=None,
                    help="with --config: the best configuration for this K instead")
     p.add_argument("--checkpoint", type=Path, default=None, help="save here; resume if present")
-    p.add_argument("--stages", type=int, default=1,
-                   help="train the K blocks in S processes at once, pipelined (default 1: one "
-                        "after another in this process); on CUDA one GPU each")
-    p.add_argument("--partition", default="auto", choices=PARTITIONS,
-                   help="blocks per stage: auto (balanced on measured block times, default) "
-                        "or even")
     p.add_argument("--linear-epochs", type=int, default=LINEAR_EPOCHS,
                    help="epochs of linear evaluation and of each probe (0: skip evaluation)")
     p.add_argument("--out", type=Path, default=None,
@@ -104,10 +103,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     cfg = config_from_args(args)
     if args.checkpoint is not None and args.checkpoint.exists():
-        trainer = Trainer.from_checkpoint(args.checkpoint, epochs=cfg.epochs, device=cfg.device)
+        trainer = Trainer.from_checkpoint(args.checkpoint, epochs=cfg.epochs, device=cfg.device,
+                                          stages=cfg.stages, partition=cfg.partition)
         log(f"resumed {args.checkpoint} at epoch {trainer.epoch}")
     else:
-        check_stages(cfg.K, args.stages, cfg.device)  # before the data are loaded
+        check_stages(cfg.K, cfg.stages, cfg.device)  # before the data are loaded
         trainer = Trainer(cfg)
     c = trainer.cfg
     log(
@@ -116,11 +116,11 @@ def main(argv: list[str] | None = None) -> int:
         f"{len(trainer.data.pretrain)} train images"
     )
     on_epoch = lambda r: log(epoch_line(r, c.epochs))  # noqa: E731
-    if args.stages == 1:
+    if c.stages == 1:
         trainer.fit(on_epoch=on_epoch, checkpoint=args.checkpoint)
     else:
-        with PipelinedTrainer(trainer, args.stages, args.partition) as pipeline:
-            log(f"{args.stages} stages, {pipeline.describe()}")
+        with PipelinedTrainer(trainer, c.stages, c.partition) as pipeline:
+            log(f"{c.stages} stages, {pipeline.describe()}")
             pipeline.fit(on_epoch=on_epoch, checkpoint=args.checkpoint)
             log(pipeline_line(pipeline))
     final = trainer.history[-1]["knn_val_acc"] if trainer.history else None

@@ -4,6 +4,7 @@ saved one restored for ``--resume``."""
 
 from __future__ import annotations
 
+import functools
 import os
 
 from study._cli import log
@@ -33,7 +34,8 @@ def make_tuner(store: Store, plan: Plan, space: SearchSpace, resume: bool,
     setup = trial_setup(store, plan, space)
     trainable = tune.with_resources(
         tune.with_parameters(trial_fn, setup=setup.to_dict()),
-        {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial},
+        functools.partial(trial_resources, plan.cpus_per_trial, plan.gpus_per_trial,
+                          setup.base.get("stages", 1)),
     )
     path = store.ray_dir / plan.study
     if resume and saved_state(path, plan.trials) is not None:
@@ -68,6 +70,16 @@ def forget_unsaved_search(store: Store, plan: Plan) -> None:
             pass
 
 
+def trial_resources(cpus: float, gpus: float, stages: int, config: dict):
+    """A trial's share for each of its pipeline stages (``stages`` in its configuration, or the
+    space's), in one bundle: the stages are processes of the trial, on its node, and see the
+    GPUs Ray gives the trial."""
+    from ray.tune.execution.placement_groups import resource_dict_to_pg_factory
+
+    n = int(config.get("stages", stages))
+    return resource_dict_to_pg_factory({"cpu": cpus * n, "gpu": gpus * n})
+
+
 def trial_setup(store: Store, plan: Plan, space: SearchSpace) -> TrialSetup:
     budget = space.budget(plan.budget)
     t = space.train
@@ -75,6 +87,7 @@ def trial_setup(store: Store, plan: Plan, space: SearchSpace) -> TrialSetup:
         dataset=plan.dataset, arch=space.model.arch, width=budget.width or space.model.width,
         K=t.K, threshold=t.threshold, subsample=t.subsample, tau=t.tau, lr=t.lr,
         weight_decay=t.weight_decay, batch_size=t.batch_size, epochs=plan.epochs,
+        stages=t.stages, partition=t.partition,
         subset=budget.subset, data_dir=plan.data_dir, seed=plan.seed,
         monitor_every=budget.monitor_every, monitor_images=budget.monitor_images,
         # A trial with no GPU share trains on the CPU: Ray does not hide the GPUs from it.

@@ -88,3 +88,16 @@ def test_tune_overhead_compares_alternating_runs(ray_session):
     disk = out["study_footprint_bytes"]
     assert disk["kept_encoders"] == 1 and 0 < disk["encoders"] < disk["artifacts"]
     assert disk["total"] == disk["artifacts"] + disk["ray"]
+
+
+def test_the_pipeline_bench_reports_its_figures_consistently():
+    from study.pipebench import bench_pipeline
+
+    out = bench_pipeline(torch.device("cpu"), True, repeats=1, stages=2, K=4, steps=4)
+    assert out["pipeline_speedup"] == pytest.approx(
+        out["sequential_step_s"] / out["pipeline_step_s"])
+    assert out["pipeline_efficiency"] == pytest.approx(
+        out["pipeline_speedup"] / out["pipeline_ideal"])
+    assert 1 <= out["pipeline_ideal"] <= 2 and 0 <= out["pipeline_bubble"] < 1
+    assert len(out["stage_compute_s"]) == 2 and out["stage_wait_s"][0] == 0  # stage 1 never waits
+    assert out["partition"].startswith("blocks 1")

@@ -132,3 +132,48 @@ def test_the_auto_partition_times_blocks_without_touching_the_run():
     after = trainer.model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # BatchNorm statistics too
     assert torch.equal(torch.get_rng_state(), rng) and trainer.augment.rng.getstate() == augment
+
+
+STAGES_SPACE = """
+dataset: digits
+model: {arch: resnet18, width: 0.25}
+train: {batch_size: 128, K: 4, threshold: 0.0, tau: 0.5, stages: 2, partition: even,
+        linear_epochs: 2}
+search:
+  threshold: {type: float, low: -0.5, high: 0.5}
+  tau: {type: float, low: 0.2, high: 1.0}
+budgets:
+  smoke: {epochs: 3, trials: 2, concurrency: 1, grace_period: 3, linear_epochs: 2}
+"""
+
+
+@pytest.mark.slow
+def test_a_study_of_pipelined_trials_tracks_and_retries_them(ray_session, tmp_path,
+                                                              monkeypatch):
+    """Two trials of 2 stages through Ray on CPU, each failing once at epoch 2 and retried from
+    its checkpoint: one MLflow run each, finished, with its stages and its measured step time,
+    and no epoch trained twice."""
+    from mlflow.tracking import MlflowClient
+
+    from study.store import Store
+    from study.tune import main
+    from study.tuner import FAIL_ONCE_ENV
+
+    monkeypatch.setenv(FAIL_ONCE_ENV, "2")
+    space = tmp_path / "stages.yaml"
+    space.write_text(STAGES_SPACE)
+    store = Store.at(tmp_path / "mlruns")
+    assert main(["--dataset", "digits", "--space", str(space), "--budget", "smoke",
+                 "--cpus-per-trial", "1", "--gpus-per-trial", "0", "--store", str(store.root),
+                 "--study-name", "p1"]) == 0
+    assert len(list((store.root / "fail_markers" / "p1").iterdir())) == 2
+    client = MlflowClient(store.tracking_uri)
+    exp = client.get_experiment_by_name("digits")
+    runs = [r for r in client.search_runs([exp.experiment_id], "tags.study = 'p1'")
+            if "trial_id" in r.data.tags]
+    assert len(runs) == 2
+    for r in runs:
+        assert r.info.status == "FINISHED" and r.data.params["stages"] == "2"
+        steps = [m.step for m in client.get_metric_history(r.info.run_id, "step_seconds")]
+        assert sorted(steps) == [1, 2, 3]  # epoch 1 from the checkpoint, not trained again
+        assert r.data.metrics["step_seconds"] > 0 and "linear_val_acc" in r.data.metrics

@@ -11,7 +11,7 @@ import math
 from dataclasses import asdict, dataclass, fields
 
 from trainables.errors import ConfigError
-from trainables.specs import HEADS, SUBSAMPLE_MODES, check_K, dataset_spec
+from trainables.specs import HEADS, PARTITIONS, SUBSAMPLE_MODES, check_K, check_stages, dataset_spec
 
 PRECISIONS = ("auto", "bf16", "fp32")
 
@@ -46,6 +46,10 @@ class TrainConfig:
     # monitor draws no random numbers.
     monitor_every: int = 1
     monitor_images: int | None = None
+    # Blocks trained at once in ``stages`` processes, pipelined (``trainables.pipeline``): the
+    # same result as one after another; on CUDA one GPU each. ``partition``: blocks per stage.
+    stages: int = 1
+    partition: str = "auto"
 
     def __post_init__(self):
         spec = dataset_spec(self.dataset)
@@ -54,6 +58,7 @@ class TrainConfig:
         if self.width is None:
             self.width = spec.width
         check_K(self.arch, self.K)
+        check_stages(self.K, self.stages)
         for name in RANGES:
             if hasattr(self, name):
                 problem = range_problem(name, getattr(self, name))
@@ -112,6 +117,9 @@ RANGES = {
     "subsample": (lambda v: v in SUBSAMPLE_MODES,
                   f"is unknown; allowed: {', '.join(SUBSAMPLE_MODES)}"),
     "head": (lambda v: v in HEADS, f"is unknown; allowed: {', '.join(HEADS)}"),
+    "stages": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
+               "must be a whole number >= 1"),
+    "partition": (lambda v: v in PARTITIONS, f"is unknown; allowed: {', '.join(PARTITIONS)}"),
     "tau": (lambda v: _is_number(v) and v > 0, "must be a positive number"),
     "lr": (lambda v: _is_number(v) and v > 0, "must be a positive number"),
     "batch_size": (lambda v: _is_number(v) and v >= 2, "must be at least 2"),

@@ -36,9 +36,10 @@ from dataclasses import dataclass, field
 import torch
 
 from trainables.errors import ConfigError
+from trainables.specs import PARTITIONS
+from trainables.specs import check_stages as check_stages_K
 from trainables.train import STEP_METRICS, Trainer, match_parameter_layout
 
-PARTITIONS = ("auto", "even")
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 STAGE_TIMEOUT_S = 30.0  # a stage silent this long while others wait on it fails the epoch
 
@@ -51,10 +52,7 @@ class PipelineError(RuntimeError):
 def check_stages(K: int, stages: int, device: str = "cpu") -> None:
     """One line for what cannot run: fewer than one stage, more stages than blocks, more stages
     than the GPUs visible (on CUDA)."""
-    if not isinstance(stages, int) or isinstance(stages, bool) or stages < 1:
-        raise ConfigError(f"stages={stages!r} must be a whole number >= 1")
-    if stages > K:
-        raise ConfigError(f"stages={stages} exceeds K={K}: every stage needs at least one block")
+    check_stages_K(K, stages)
     if device.startswith("cuda") and stages > 1:
         visible = torch.cuda.device_count()
         if stages > visible:

@@ -71,6 +71,7 @@ ENCODER_FILE = "encoder_state_dict.pt"
 ARCH_LAYERS = {"resnet18": (2, 2, 2, 2), "resnet50": (3, 4, 6, 3)}  # residual blocks per layer
 STEMS = ("small", "stl10")  # 3x3/s1 for CIFAR-10, Fashion-MNIST, digits; 5x5/s2 for STL-10
 HEADS = ("paper", "mlp")  # local projector designs, see ``make_head``
+PARTITIONS = ("auto", "even")  # K blocks over S pipeline stages, see ``trainables.pipeline``
 SUBSAMPLE_MODES = ("both", "pos", "neg")
 
 
@@ -95,6 +96,14 @@ def check_K(arch: str, K: int) -> None:
             f"K={K} does not divide the {n_residual_blocks(arch)} residual blocks of {arch}; "
             f"allowed: {', '.join(map(str, allowed_K(arch)))}"
         )
+
+
+def check_stages(K: int, stages: int) -> None:
+    """Pipeline stages (``trainables.pipeline``): a whole number from 1 to K."""
+    if not isinstance(stages, int) or isinstance(stages, bool) or stages < 1:
+        raise ConfigError(f"stages={stages!r} must be a whole number >= 1")
+    if stages > K:
+        raise ConfigError(f"stages={stages} exceeds K={K}: every stage needs at least one block")
 
 
 def split_points(arch: str, K: int) -> list[tuple[int, int]]:

@@ -160,6 +160,7 @@ class Trainer:
         record["knn_val_acc"] = self.knn_val_accuracy() if due else None
         record["epoch_seconds"] = seconds
         record["images_per_s"] = 2 * steps * batch / seconds  # two views count as two
+        record["step_seconds"] = seconds / steps  # pipelined: the pipeline's step, bubble included
         # None on a CPU. The total includes what stays resident (data set, model, optimiser);
         # the steps' own peak is what Table 1's K = 16 / K = 1 memory ratio is about.
         record["peak_memory_bytes"] = peak

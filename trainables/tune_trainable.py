@@ -24,6 +24,7 @@ from ray import tune
 
 from trainables.config import TrainConfig
 from trainables.cost import block_costs, cost_summary
+from trainables.pipeline import PipelinedTrainer
 from trainables.report import final_report
 from trainables.specs import (  # noqa: F401 (their home is trainables.specs)
     CHECKPOINT_FILE,
@@ -114,6 +115,22 @@ def run_trial(config: dict, setup: dict) -> None:
         trainer = Trainer(cfg)
         replay = None
 
+    if trainer.cfg.stages > 1:
+        # The trial's resources hold a core (or GPU) per stage (study.tuner): one thread each.
+        pipeline = PipelinedTrainer(trainer, trainer.cfg.stages, trainer.cfg.partition,
+                                    threads=max(1, int(s.cpus)))
+    else:
+        pipeline = trainer  # its own train_epoch
+    try:
+        _train(trainer, pipeline, cfg, s, trial_id, started, replay)
+    finally:
+        if pipeline is not trainer:
+            pipeline.close()
+
+
+def _train(trainer: Trainer, pipeline, cfg: TrainConfig, s: TrialSetup, trial_id: str,
+           started: float, replay: list | None) -> None:
+    """The epochs, each reported; checkpoints on the setup's cadence; the final report."""
     data = trainer.data.describe()
     # The run's costs, in every result: a multi-objective study may minimise them.
     spec = trainer.data.spec
@@ -121,11 +138,12 @@ def run_trial(config: dict, setup: dict) -> None:
         block_costs(trainer.model, (spec.channels, spec.size, spec.size))).items()}
     while trainer.epoch < cfg.epochs:
         _maybe_fail(s, trial_id, trainer.epoch + 1)
-        record = trainer.train_epoch()
+        record = pipeline.train_epoch()
         result = {
             "epoch": record["epoch"],
             "diverged": not all(math.isfinite(v) for v in record["loss"]),
             METRICS: epoch_metrics(record),
+            "step_seconds": record["step_seconds"],  # an objective a study may minimise
             **costs,
         }
         if record["knn_val_acc"] is not None:  # the monitor's epochs only (monitor_every)
@@ -159,8 +177,9 @@ def epoch_metrics(record: dict) -> dict[str, float]:
 
     Non-finite values are left out, never replaced: the trial's ``diverged`` flag says why.
     """
-    out = {k: float(record[k]) for k in ("knn_val_acc", "images_per_s", "epoch_seconds")
-           if record[k] is not None}
+    out = {k: float(record[k]) for k in ("knn_val_acc", "images_per_s", "epoch_seconds",
+                                         "step_seconds")
+           if record.get(k) is not None}
     for key in ("peak_memory_bytes", "peak_step_memory_bytes"):  # CUDA only
         if record.get(key) is not None:
             out[key] = float(record[key])
