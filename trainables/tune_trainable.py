@@ -193,7 +193,7 @@ def _finish(trainer: Trainer, s: TrialSetup, started: float, out: Path) -> dict[
     """Final evaluation: its files go to ``out``, its scalars are returned."""
     metrics, _ = final_report(trainer, s.linear_epochs, out_dir=out)
     # The weights as a state dict (milliseconds); the study logs the best one as an MLflow
-    # model and registers it (``study.summary``), which takes seconds.
+    # model and registers it (``study.finish``), which takes seconds.
     torch.save(trainer.model.encoder().state_dict(), out / ENCODER_FILE)  # no heads
     scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
     for key in ("probe_val_acc", "probe_test_acc", "effective_rank"):
