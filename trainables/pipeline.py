@@ -145,12 +145,12 @@ def block_seconds(trainer: Trainer, reps: int = 2) -> list[float]:
     return [t / reps for t in totals]
 
 
-def plan_partition(trainer: Trainer, stages: int, partition: str | Sequence[int] = "auto"
-                   ) -> tuple[list[int], list[float] | None]:
+def plan_partition(trainer: Trainer, stages: int, partition: str | Sequence[int] = "auto",
+                   gpu_each: bool = True) -> tuple[list[int], list[float] | None]:
     """Blocks per stage: ``even``, ``auto`` (balanced on measured block step times), or given;
-    with the measured times where they were measured."""
+    with the measured times where they were measured. ``gpu_each``: on CUDA, a GPU a stage."""
     K = trainer.cfg.K
-    check_stages(K, stages, trainer.cfg.device if trainer.cuda else "cpu")
+    check_stages(K, stages, "cuda" if trainer.cuda and gpu_each else "cpu")
     if not isinstance(partition, str):
         return check_partition(partition, K), None
     if partition not in PARTITIONS:
@@ -200,7 +200,8 @@ class PipelinedTrainer:
     def __init__(self, trainer: Trainer, stages: int, partition: str | Sequence[int] = "auto",
                  threads: int | None = None, devices: Sequence[str] | None = None):
         self.trainer = trainer
-        self.sizes, self.costs = plan_partition(trainer, stages, partition)
+        self.sizes, self.costs = plan_partition(trainer, stages, partition,
+                                                gpu_each=devices is None)
         self.stats: list[EpochStats] = []
         self._procs: list = []
         if stages == 1:
