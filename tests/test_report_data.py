@@ -163,9 +163,26 @@ def test_front_table_lists_the_members_by_cost():
     table = tables.front_table(front)
     assert [r[0] for r in table.rows] == ["b", "a"]
     assert table.rows[0][-2:] == ["80.0", "100 M"]
+    assert table.headers[:3] == ["trial", "K", "stages"] and table.rows[0][2] == "1"
     assert table.title.endswith("2 of 3 finished trials")
     assert "No finished trial ran the space's first point" in table.note
     assert figures.fig_front(front).startswith('<img alt="figure" src="data:image/png;base64,')
+
+
+def test_a_front_over_macs_is_shown_against_step_time_too():
+    objectives = [["knn_val_acc", "max"], ["max_block_head_macs", "min"]]
+    # a: accurate, costly in MACs, quick (pipelined); b: cheap in MACs, slow; c: dominated.
+    a, b, c = (trial(i, K=K, knn=acc, max_block_head_macs=macs, step_seconds=step)
+               for i, K, acc, macs, step in (("a", 4, 0.9, 4e8, 0.2), ("b", 1, 0.8, 1e8, 0.5),
+                                             ("c", 2, 0.7, 3e8, 0.6)))
+    record = study([a, b, c], kind="search",
+                   plan={"objectives": objectives, "space_file": "/nowhere/space.yaml"})
+    own, time = data.pareto_fronts(record)
+    assert own.objectives == objectives and [p.trial_id for p in own.members] == ["a", "b"]
+    assert time.objectives == [["knn_val_acc", "max"], ["step_seconds", "min"]]
+    assert [p.trial_id for p in time.members] == ["a"]  # quicker and more accurate than b
+    assert figures.front_title(time) == "Accuracy against step time"
+    assert figures.front_title(own) == "Accuracy against parallel cost"
 
 
 def test_kept_ratio_figure_has_whole_epochs_on_its_axis():

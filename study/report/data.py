@@ -176,12 +176,35 @@ class Front:
     marked: list[Point]  # those that ran the space's first point (the paper's configuration)
 
 
-def pareto_front(record: StudyRecord) -> Front | None:
-    """The front of a multi-objective study; None while no finished trial reports every
-    objective."""
+# The costs a front can put accuracy against: the parallel step's MACs (counted) and its
+# wall-clock time (measured; pipelined trials run their blocks at once).
+COST_AXES = ("max_block_head_macs", "step_seconds")
+
+
+def pareto_fronts(record: StudyRecord) -> list[Front]:
+    """The study's own front, then accuracy against each cost axis it did not optimise, over the
+    same finished trials (every run logs both costs)."""
+    own = pareto_front(record)
+    if own is None:
+        return []
+    objectives = record.plan["objectives"]
+    names = [m for m, _ in objectives]
+    accuracy = next(o for o in objectives if o[0] in ("knn_val_acc", "linear_val_acc"))
+    fronts = [own]
+    for axis in COST_AXES:
+        if axis not in names:
+            other = pareto_front(record, [list(accuracy), [axis, "min"]])
+            if other is not None:
+                fronts.append(other)
+    return fronts
+
+
+def pareto_front(record: StudyRecord, objectives: list | None = None) -> Front | None:
+    """The front of a multi-objective study (over ``objectives``, default its own); None while
+    no finished trial reports every objective."""
     from study.spacefile import load_space
 
-    objectives = record.plan["objectives"]
+    objectives = objectives or record.plan["objectives"]
     points = finished_points(record.trials, objectives)
     if not points:
         return None

@@ -39,14 +39,19 @@ th { background: #eee; } td:first-child { text-align: left; }
 
 
 def front_parts(record: StudyRecord) -> tuple[list[str], list[Table]]:
-    """The Pareto front of a multi-objective study: its figure and its table."""
-    front = data.pareto_front(record)
-    if front is None:
+    """The Pareto front of a multi-objective study, then accuracy against the cost it did not
+    optimise (MACs or the measured step time): a figure and a table each."""
+    fronts = data.pareto_fronts(record)
+    if not fronts:
         return ["<p>No finished trial reports every objective yet.</p>"], []
-    table = front_table(front)
-    parts = ['<h3 id="front">Accuracy against parallel cost</h3>', figures.fig_front(front),
-             table.html()]
-    return parts, [table]
+    parts, tables = [], []
+    for i, front in enumerate(fronts):
+        table = front_table(front)
+        title = figures.front_title(front) + (" (not optimised; the same trials)" if i else "")
+        anchor = "front" + (str(i) if i else "")
+        parts += [f'<h3 id="{anchor}">{title}</h3>', figures.fig_front(front), table.html()]
+        tables.append(table)
+    return parts, tables
 
 
 def optuna_parts(store: Store, record: StudyRecord) -> tuple[list[str], list[Table]]:

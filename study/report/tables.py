@@ -229,8 +229,9 @@ def front_table(front: Front) -> Table:
     return Table(
         f"Pareto front over {', '.join(f'{m} ({mode})' for m, mode in front.objectives)}: "
         f"{len(front.members)} of {len(front.points)} finished trials",
-        ["trial", "K", "head", "T", "slope", "tau", *names],
-        [[p.trial_id, str(p.params.get("K")), str(p.params.get("head", "paper")),
+        ["trial", "K", "stages", "head", "T", "slope", "tau", *names],
+        [[p.trial_id, str(p.params.get("K")), str(p.params.get("stages", 1)),
+          str(p.params.get("head", "paper")),
           t_text(p.params.get("threshold")), f"{p.params.get('threshold_slope', 0):.3g}",
           f"{p.params.get('tau', 0.5):.3g}",
           *(_pct(p.values[n]) if n.endswith("_acc") else _si(p.values[n]) for n in names)]
