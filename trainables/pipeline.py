@@ -445,12 +445,15 @@ def _stage_epoch(trainer: Trainer, rank: int, world: int, blocks: range, link: _
     for k in blocks:
         own |= {f"blocks.{k}.{n}" for n in t.model.blocks[k].state_dict()}
         own |= {f"heads.{k}.{n}" for n in t.model.heads[k].state_dict()}
-    model = {n: v.detach().cpu() for n, v in t.model.state_dict().items() if n in own}
+    # Copies, never the live tensors: a queue shares a CPU tensor's memory with the receiver,
+    # and this stage trains on in place while the run holds what it received.
+    model = {n: v.detach().to("cpu", copy=True) for n, v in t.model.state_dict().items()
+             if n in own}
     params = [p for k in blocks for m in (t.model.blocks[k], t.model.heads[k])
               for p in m.parameters()]
     index = {id(p): i for i, p in enumerate(q for g in t.optimizer.param_groups
                                               for q in g["params"])}
-    optimizer = {index[id(p)]: {k: v.cpu() if torch.is_tensor(v) else v
+    optimizer = {index[id(p)]: {k: v.to("cpu", copy=True) if torch.is_tensor(v) else v
                                 for k, v in t.optimizer.state[p].items()}
                  for p in params if p in t.optimizer.state}
     peak = torch.cuda.max_memory_allocated(t.device) if t.cuda else None
