@@ -272,15 +272,7 @@ class PipelinedTrainer:
 
     def fit(self, epochs: int | None = None, on_epoch=None, checkpoint=None) -> list[dict]:
         """``Trainer.fit`` with pipelined epochs: saves the same checkpoint after each."""
-        t = self.trainer
-        target = t.cfg.epochs if epochs is None else epochs
-        while t.epoch < target:
-            record = self.train_epoch()
-            if checkpoint is not None:
-                t.save(checkpoint)
-            if on_epoch is not None:
-                on_epoch(record)
-        return t.history
+        return self.trainer.fit(epochs, on_epoch, checkpoint, train_epoch=self.train_epoch)
 
     def _receive(self, kind: str) -> dict:
         """The next message from a stage; a stage that died or failed ends the wait with its

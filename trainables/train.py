@@ -173,11 +173,13 @@ class Trainer:
         epochs: int | None = None,
         on_epoch: Callable[[dict], None] | None = None,
         checkpoint: str | Path | None = None,
+        train_epoch: Callable[[], dict] | None = None,
     ) -> list[dict]:
-        """Train until ``epochs`` (default: the config's) have run, saving after every epoch."""
+        """Train until ``epochs`` (default: the config's) have run, saving after every epoch;
+        each epoch by ``train_epoch`` (default this trainer's; a pipeline's runs over stages)."""
         target = self.cfg.epochs if epochs is None else epochs
         while self.epoch < target:
-            record = self.train_epoch()
+            record = (train_epoch or self.train_epoch)()
             if checkpoint is not None:
                 self.save(checkpoint)
             if on_epoch is not None:
