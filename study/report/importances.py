@@ -3,6 +3,7 @@ its parameter importances (Optuna's PED-ANOVA, the objective's direction respect
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 from study.report.data import StudyRecord
@@ -61,9 +62,12 @@ def _optuna_result(study, record: StudyRecord) -> OptunaResult:
         # the first objective, negated where it is maximised, in every kind of study.
         sign = -1.0 if maximize else 1.0
         try:
-            result.importances = optuna.importance.get_param_importances(
-                study, evaluator=optuna.importance.PedAnovaImportanceEvaluator(),
-                target=lambda t: sign * t.values[0])
+            with warnings.catch_warnings():
+                # Its reminder that it ranks for a low target: the sign above sees to that.
+                warnings.filterwarnings("ignore", message="PedAnovaImportanceEvaluator computes")
+                result.importances = optuna.importance.get_param_importances(
+                    study, evaluator=optuna.importance.PedAnovaImportanceEvaluator(),
+                    target=lambda t: sign * t.values[0])
         except (RuntimeError, ValueError) as e:
             result.importance_error = str(e)
     return result
