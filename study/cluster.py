@@ -86,6 +86,8 @@ def resources(gpus: float | None, cpus: float | None, concurrency: int, stages: 
     if gpus is None:
         # As many trials on each GPU as concurrency needs: 2 GPUs, 3 at once -> 1/2 each.
         gpus = 1.0 / math.ceil(concurrency * stages / n_gpus) if n_gpus else 0.0
+        if stages > 1 and gpus:
+            gpus = 1.0  # a whole GPU a stage; Ray queues the trials that do not fit
     if cpus is None:
         cpus = max(0.5, min(4.0, n_cpus / (concurrency * stages)))
     if gpus > 0 and n_gpus < gpus * stages:

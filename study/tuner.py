@@ -76,7 +76,7 @@ def trial_resources(cpus: float, gpus: float, stages: int, config: dict):
     GPUs Ray gives the trial."""
     from ray.tune.execution.placement_groups import resource_dict_to_pg_factory
 
-    n = int(config.get("stages", stages))
+    n = int({**config.get("point", {}), **config}.get("stages", stages))  # grids: in "point"
     return resource_dict_to_pg_factory({"cpu": cpus * n, "gpu": gpus * n})
 
 

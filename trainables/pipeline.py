@@ -25,6 +25,7 @@ gloo between CPU processes (or processes sharing one GPU, through the host), NCC
 
 from __future__ import annotations
 
+import io
 import os
 import queue
 import socket
@@ -41,7 +42,8 @@ from trainables.specs import check_stages as check_stages_K
 from trainables.train import STEP_METRICS, Trainer, match_parameter_layout
 
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-STAGE_TIMEOUT_S = 30.0  # a stage silent this long while others wait on it fails the epoch
+STAGE_TIMEOUT_S = 600.0  # a send or receive waiting this long fails (a dead stage is seen
+# sooner, by its exit code or its closed socket; a slow one may take a while to fill the pipe)
 
 
 class PipelineError(RuntimeError):
@@ -209,6 +211,8 @@ class PipelinedTrainer:
         if devices is None:
             devices = ([f"cuda:{i}" for i in range(stages)] if trainer.cuda
                        else ["cpu"] * stages)
+        # torch.cuda.set_device wants an index: "cuda" is the current GPU, cuda:0 here.
+        devices = ["cuda:0" if d == "cuda" else d for d in devices]
         if threads is None:
             threads = max(1, (os.cpu_count() or 1) // stages) if not trainer.cuda else 1
         self._start(list(devices), threads)
@@ -225,7 +229,11 @@ class PipelinedTrainer:
         backend = "nccl" if all(d.startswith("cuda") for d in devices) and \
             len(set(devices)) == len(devices) else "gloo"
         port = _free_port()
-        state = self.trainer.state_dict()
+        # The run's state as bytes: the stages get copies, never tensors shared with the run
+        # (a queue or a spawn argument shares a CPU tensor's memory, and Adam steps in place).
+        buffer = io.BytesIO()
+        torch.save(self.trainer.state_dict(), buffer)
+        state = buffer.getvalue()
         data = self.trainer.data.to("cpu")
         self._results = ctx.Queue()
         self._commands = [ctx.Queue() for _ in devices]
@@ -289,8 +297,8 @@ class PipelinedTrainer:
                 self.close()
                 raise PipelineError(f"a stage's results were cut off: {e}") from None
             if what == "error":
-                time.sleep(0.5)  # a killed stage is the cause; its neighbours only lost it
-                self._check_alive()
+                time.sleep(0.5)  # a stage killed by a signal is the cause; others lost its link
+                self._check_alive(signalled_only=True)
                 self.close()
                 raise PipelineError(f"stage {rank + 1} of {self.stages} failed: {payload}")
             if what != kind:
@@ -298,8 +306,13 @@ class PipelinedTrainer:
                 raise PipelineError(f"stage {rank + 1}: expected {kind!r}, got {what!r}")
             return {"rank": rank, **payload} if isinstance(payload, dict) else {"rank": rank}
 
-    def _check_alive(self) -> None:
-        for rank, proc in enumerate(self._procs):
+    def _check_alive(self, signalled_only: bool = False) -> None:
+        if not self._procs:
+            raise PipelineError("the pipeline's stages were stopped (closed)")
+        procs = sorted(enumerate(self._procs), key=lambda rp: (rp[1].exitcode or 0) >= 0)
+        for rank, proc in procs:
+            if signalled_only and (proc.exitcode is None or proc.exitcode >= 0):
+                continue
             if proc.exitcode is not None:
                 code = proc.exitcode
                 self.close()
@@ -377,6 +390,7 @@ def _stage_loop(rank, world, port, backend, device, threads, blocks: range, comm
     from trainables.config import TrainConfig
 
     torch.set_num_threads(threads)
+    state = torch.load(io.BytesIO(state), map_location="cpu", weights_only=False)
     cfg = TrainConfig.from_dict({**state["config"], "device": device})
     if device.startswith("cuda"):
         torch.cuda.set_device(torch.device(device))
