@@ -206,6 +206,7 @@ class PipelinedTrainer:
                                                 gpu_each=devices is None)
         self.stats: list[EpochStats] = []
         self._procs: list = []
+        self._commands: list = []
         if stages == 1:
             return
         if devices is None:

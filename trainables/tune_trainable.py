@@ -115,17 +115,11 @@ def run_trial(config: dict, setup: dict) -> None:
         trainer = Trainer(cfg)
         replay = None
 
-    if trainer.cfg.stages > 1:
-        # The trial's resources hold a core (or GPU) per stage (study.tuner): one thread each.
-        pipeline = PipelinedTrainer(trainer, trainer.cfg.stages, trainer.cfg.partition,
-                                    threads=max(1, int(s.cpus)))
-    else:
-        pipeline = trainer  # its own train_epoch
-    try:
+    # One stage is the trainer itself; more run its blocks at once, each stage with the share
+    # of a core (or GPU) the trial's resources hold for it (study.tuner).
+    with PipelinedTrainer(trainer, trainer.cfg.stages, trainer.cfg.partition,
+                          threads=max(1, int(s.cpus))) as pipeline:
         _train(trainer, pipeline, cfg, s, trial_id, started, replay)
-    finally:
-        if pipeline is not trainer:
-            pipeline.close()
 
 
 def _train(trainer: Trainer, pipeline, cfg: TrainConfig, s: TrialSetup, trial_id: str,
