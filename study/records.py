@@ -8,6 +8,7 @@ last. Test accuracy is carried along, never used to choose.
 
 from __future__ import annotations
 
+import gc
 import math
 from dataclasses import dataclass
 
@@ -151,15 +152,26 @@ def read_runs(store: Store, experiment_id: str, filter_string: str) -> list:
 
 
 def search_all(client, experiment_id: str, filter_string: str) -> list:
-    """``read_runs`` through a client of the caller's (the driver's guarded one)."""
+    """``read_runs`` through a client of the caller's (the driver's guarded one).
+
+    Python's cyclic garbage collector is paused while the pages are read: a page of runs is
+    tens of thousands of new objects (SQLAlchemy rows, MLflow entities), each allocation
+    burst triggers a full scan of them, and that scan was more than half of the read
+    (1.1 s against 0.5 s for 1000 runs on SQLite)."""
     runs, token = [], None
-    while True:
-        page = client.search_runs([experiment_id], filter_string=filter_string,
-                                  max_results=SEARCH_PAGE, page_token=token)
-        runs.extend(page)
-        token = page.token
-        if not token:
-            return runs
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        while True:
+            page = client.search_runs([experiment_id], filter_string=filter_string,
+                                      max_results=SEARCH_PAGE, page_token=token)
+            runs.extend(page)
+            token = page.token
+            if not token:
+                return runs
+    finally:
+        if collecting:
+            gc.enable()
 
 
 def experiment_of(store: Store, dataset: str) -> str | None:

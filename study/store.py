@@ -93,10 +93,58 @@ class Store:
 
         client = MlflowClient(self.tracking_uri)
         exp = client.get_experiment_by_name(dataset)
-        if exp is not None:
-            return exp.experiment_id
-        location = self.artifacts.as_uri() if self.tracking_uri.startswith("sqlite") else None
-        return client.create_experiment(dataset, artifact_location=location)
+        if exp is None:
+            location = self.artifacts.as_uri() if self.tracking_uri.startswith("sqlite") else None
+            experiment_id = client.create_experiment(dataset, artifact_location=location)
+        else:
+            experiment_id = exp.experiment_id
+        if self.tracking_uri.startswith("sqlite:///"):
+            write_ahead_log(Path(self.tracking_uri[len("sqlite:///"):]))
+        return experiment_id
+
+
+# Where SQLite's write-ahead log cannot work: its readers and writer share memory (the -shm
+# file), which one host's processes can, another host's cannot (https://sqlite.org/wal.html).
+NETWORK_FILESYSTEMS = {"nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "lustre", "gpfs", "beegfs",
+                       "ceph", "fuse.sshfs", "fuse.glusterfs", "glusterfs", "afs"}
+
+
+def write_ahead_log(db: Path) -> None:
+    """SQLite's write-ahead log for a store's database: kept in the file, so every later
+    connection (the driver's MLflow and Optuna, the UI, the readers) uses it.
+
+    A commit then appends to the log instead of writing a rollback journal and the database:
+    about a fifth less time per MLflow write (``study.bench --bookkeeping``), as durable (a
+    commit is still synced), and a reader (the UI, the report) never blocks the driver's
+    writes. Left as it is on a network file system (see ``NETWORK_FILESYSTEMS``)."""
+    import sqlite3
+
+    if not db.is_file() or filesystem_type(db) in NETWORK_FILESYSTEMS:
+        return
+    connection = sqlite3.connect(db, timeout=30)
+    try:
+        connection.execute("PRAGMA journal_mode=WAL")
+    except sqlite3.OperationalError:
+        pass  # another process holds the database: it stays as it is, correct and slower
+    finally:
+        connection.close()
+
+
+def filesystem_type(path: Path, mounts: Path = Path("/proc/mounts")) -> str | None:
+    """The type of the file system ``path`` lies on (Linux's ``mounts``), None where unknown."""
+    try:
+        lines = mounts.read_text().splitlines()
+    except OSError:
+        return None
+    path, best, kind = path.resolve(), -1, None
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point = Path(fields[1].replace("\\040", " "))
+        if (path == point or point in path.parents) and len(point.parts) > best:
+            best, kind = len(point.parts), fields[2]
+    return kind
 
 
 def plan_kind(plan: dict) -> str:

@@ -20,7 +20,7 @@ import json
 import time
 from pathlib import Path
 
-from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from ray.tune import Callback
@@ -60,7 +60,7 @@ from trainables.tune_trainable import (
 
 ENDED_RUNS = ("FINISHED", "KILLED")  # a trial run's status once its trial ended
 STEP_METRIC = "epoch_seconds"  # logged at every epoch of every trial that did not diverge
-BATCH = 1000  # MLflow's most metrics in one log_batch
+BATCH = 1000  # MLflow's most metrics (and tags) in one log_batch
 FLUSH_SECONDS = 1.0  # the longest an epoch's metrics wait in the driver before they are written
 
 
@@ -99,12 +99,19 @@ class MlflowTracking(Callback):
         self._flushed = time.monotonic()
         self._stored, self._created = None, set()
 
-    def flush(self, run_id: str | None = None) -> None:
-        """Write the metrics held back: one run's, or every run's."""
+    def flush(self, run_id: str | None = None, tags: dict[str, str] | None = None) -> None:
+        """Write the metrics held back: every run's, or one run's with ``tags`` in its last
+        ``log_batch`` (a trial's end in one write)."""
+        end = [RunTag(k, v) for k, v in (tags or {}).items()]
+        assert run_id is not None or not end, "tags go to one run"
         for rid in [run_id] if run_id is not None else list(self._pending):
             metrics = self._pending.pop(rid, [])
-            for start in range(0, len(metrics), BATCH):
-                self.client.log_batch(rid, metrics=metrics[start:start + BATCH])
+            size = BATCH - len(end)  # room for the tags in MLflow's limit of one batch
+            chunks = [metrics[i:i + size] for i in range(0, len(metrics), size)] or [[]]
+            for chunk in chunks[:-1]:
+                self.client.log_batch(rid, metrics=chunk)
+            if chunks[-1] or end:
+                self.client.log_batch(rid, metrics=chunks[-1], tags=end)
         if run_id is None:
             self._flushed = time.monotonic()
 
@@ -195,8 +202,7 @@ class MlflowTracking(Callback):
         if DATA in result:
             self._log_dataset(run_id, result[DATA])
         if result.get("diverged"):
-            self.flush(run_id)
-            self.client.set_tag(run_id, DIVERGED, "true")
+            self.flush(run_id, {DIVERGED: "true"})
             self.client.set_terminated(run_id, "FAILED")
         self._flush_if_due()
 
@@ -238,20 +244,20 @@ class MlflowTracking(Callback):
             raise
 
     def _complete(self, trial) -> None:
+        # The held-back epochs and the end's tags in one write, then the run closed.
         result, run_id = trial.last_result or {}, self.run_id(trial)
-        self.flush(run_id)
         if run_id not in self._created and self.client.get_run(run_id).info.status in ENDED_RUNS:
-            pass  # ended before the driver stopped; Ray's saved state had not caught up
+            self.flush(run_id)  # ended before the driver stopped; Ray's state had not caught up
         elif result.get("diverged"):
-            pass
+            self.flush(run_id)
         elif not result.get(FINISHED):
-            self.client.set_tag(run_id, EARLY_STOPPED, "true")
+            self.flush(run_id, {EARLY_STOPPED: "true"})
             self.client.set_terminated(run_id, "KILLED")
         else:
             with trial.checkpoint.as_directory() as d:
                 self.client.log_artifacts(run_id, str(Path(d) / REPORT_DIR))
-            self.client.set_tag(run_id, ENCODER_STATE, f"runs:/{run_id}/{ENCODER_FILE}")
-            self.client.set_tag(run_id, WEIGHTS_KEPT, "true")
+            self.flush(run_id, {ENCODER_STATE: f"runs:/{run_id}/{ENCODER_FILE}",
+                                WEIGHTS_KEPT: "true"})
             self.client.set_terminated(run_id, "FINISHED")
             self.drop_weights_beyond_best()
         # An ended trial never trains again, and what it made is in MLflow now: its checkpoint
@@ -267,8 +273,7 @@ class MlflowTracking(Callback):
         self._raise_stop()
         stop_if_disk_full(trial)
         run_id = self.run_id(trial)
-        self.flush(run_id)
-        self.client.set_tag(run_id, ERROR, str(trial.error_file or "see Ray's trial log"))
+        self.flush(run_id, {ERROR: str(trial.error_file or "see Ray's trial log")})
         self.client.set_terminated(run_id, "FAILED")
 
     def _raise_stop(self) -> None:

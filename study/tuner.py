@@ -12,7 +12,7 @@ from study.exportfile import points as export_points
 from study.plan import Plan
 from study.space import SearchSpace
 from study.state import repair_checkpoints, saved_state
-from study.store import Store, git_commit
+from study.store import Store, git_commit, write_ahead_log
 from study.strata import optuna_study_name, optuna_study_names, paper_points
 from trainables.tune_trainable import OBJECTIVE, TrialSetup, run_trial
 
@@ -121,6 +121,7 @@ def _new_tuner(store: Store, plan: Plan, space: SearchSpace, trainable, run_conf
     metric = metrics[0] if len(metrics) == 1 else metrics
     mode = modes[0] if len(modes) == 1 else modes
     storage = optuna.storages.RDBStorage(store.optuna_url)
+    write_ahead_log(store.root / "optuna.db")
     distributions = optuna_space(space, plan.K)
     asha = dict(time_attr="epoch", metric=OBJECTIVE, mode="max", max_t=plan.epochs,
                 grace_period=min(space.budget(plan.budget).grace_period, plan.epochs))

@@ -124,3 +124,54 @@ def test_registering_the_best_encoder_never_reopens_its_trial_run(tmp_path, monk
     assert client.get_run(run).info.status == "FINISHED"
     version, = client.search_model_versions("name = 's-encoder'")
     assert version.run_id == run
+
+
+def test_the_store_writes_through_a_write_ahead_log_except_on_a_network_disk(tmp_path,
+                                                                               monkeypatch):
+    import sqlite3
+
+    from study import store as store_module
+
+    def journal(db):
+        connection = sqlite3.connect(db)
+        try:
+            return connection.execute("PRAGMA journal_mode").fetchone()[0]
+        finally:
+            connection.close()
+
+    local = Store.at(tmp_path / "local")
+    local.experiment_id("digits")
+    assert journal(local.root / "mlflow.db") == "wal"
+    # A store on NFS keeps SQLite's rollback journal: WAL needs memory shared by its users.
+    monkeypatch.setattr(store_module, "filesystem_type", lambda path: "nfs4")
+    remote = Store.at(tmp_path / "remote")
+    remote.experiment_id("digits")
+    assert journal(remote.root / "mlflow.db") == "delete"
+
+
+def test_the_file_system_type_is_the_longest_mount_point_above_a_path(tmp_path):
+    from pathlib import Path
+
+    from study.store import filesystem_type
+
+    mounts = tmp_path / "mounts"
+    mounts.write_text("/dev/vda / ext4 rw 0 0\nserver:/home /home nfs4 rw 0 0\n"
+                      "tmpfs /home/me/fast\\040disk tmpfs rw 0 0\n")
+    assert filesystem_type(Path("/home/me/mlruns/mlflow.db"), mounts) == "nfs4"
+    assert filesystem_type(Path("/home/me/fast disk/mlflow.db"), mounts) == "tmpfs"
+    assert filesystem_type(Path("/srv/mlflow.db"), mounts) == "ext4"
+    assert filesystem_type(Path("/srv/mlflow.db"), tmp_path / "no such file") is None
+
+
+def test_the_paged_read_gives_the_garbage_collector_back_as_it_found_it(store):
+    import gc
+
+    assert gc.isenabled()
+    assert len(read_trials(store, "digits", "s")) > 0
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        read_trials(store, "digits", "s")
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
