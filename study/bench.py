@@ -214,6 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-ui", action="store_true", help="with --bookkeeping: skip the UI page")
     p.add_argument("--keep", type=Path, default=None, metavar="DIR",
                    help="with --bookkeeping: keep its stores in DIR (default: a temporary one)")
+    p.add_argument("--copies", type=int, default=1, metavar="N",
+                   help="with --bookkeeping: then copy the finished study's trials until the "
+                        "store holds N times as many (SQLite only) and time the readers again")
     p.add_argument("--dataset", default="fmnist", help="with --monitor (default fmnist)")
     p.add_argument("--data-dir", default="data", help="with --monitor")
     p.add_argument("--configs", type=int, default=8, help="with --monitor: trials")
@@ -229,7 +232,8 @@ def main(argv: list[str] | None = None) -> int:
         from study.bookkeeping import bookkeeping
 
         result = bookkeeping(args.trials, args.epochs or 20, args.K, args.tracking_uri,
-                             args.concurrency, ui=not args.no_ui, root=args.keep)
+                             args.concurrency, ui=not args.no_ui, root=args.keep,
+                             copies=args.copies)
         log("bookkeeping (everything but the training): " + ", ".join(
             f"{k} {v:.3g}" for k, v in result.items() if isinstance(v, float)))
         if args.json:

@@ -109,8 +109,11 @@ def run_study(root: Path, tracking_uri: str | None, name: str, trials: int, epoc
 
 
 def bookkeeping(trials: int, epochs: int, K: int, tracking_uri: str | None = None,
-                concurrency: int = 4, ui: bool = True, root: Path | None = None) -> dict:
-    """The bookkeeping benchmark's figures (see ``study.bench --bookkeeping``)."""
+                concurrency: int = 4, ui: bool = True, root: Path | None = None,
+                copies: int = 1) -> dict:
+    """The bookkeeping benchmark's figures (see ``study.bench --bookkeeping``); with
+    ``copies`` > 1, the readers' again on the finished store made that many times larger
+    (``study.replicate``), under ``copies``."""
     import resource
 
     import ray
@@ -154,6 +157,18 @@ def bookkeeping(trials: int, epochs: int, K: int, tracking_uri: str | None = Non
             from study.uibench import runs_page_seconds
 
             out["ui_runs_page_s"] = runs_page_seconds(store, plan)
+        if copies > 1:
+            from study.replicate import replicate
+
+            start = time.perf_counter()
+            larger = {"trials": replicate(store, plan, copies)}
+            log(f"  the store copied to {larger['trials']} trials in "
+                f"{time.perf_counter() - start:.0f} s; the readers again")
+            larger["store_mb"] = _store_mb(store)
+            larger.update(readers(store, plan))
+            if ui:
+                larger["ui_runs_page_s"] = runs_page_seconds(store, plan)
+            out["copies"] = larger
         return out
 
 

@@ -26,3 +26,12 @@ def test_a_bookkeeping_study_of_50_trials_runs_end_to_end(ray_session, tmp_path)
                             "export_command_s", "report_command_s"}
     assert all(v > 0 for v in figures.values())
     assert client.get_run(plan.parent_run_id).info.status == "FINISHED"
+    # --copies: the same trials three times, each copy a trial of its own, with its curves.
+    from study.replicate import replicate
+
+    assert replicate(store, plan, 3) == 150
+    copied = read_trials(store, plan.dataset, plan.study)
+    assert len({t.trial_id for t in copied}) == len({t.run_id for t in copied}) == 150
+    assert sorted(t.state for t in copied) == sorted(3 * [t.state for t in trials])
+    assert sum(len(client.get_metric_history(t.run_id, "epoch_seconds"))
+               for t in copied) == 3 * study["results"]

@@ -53,16 +53,20 @@ def _equal_runs(a: Trainer, b: Trainer) -> None:
     assert a.augment.rng.getstate() == b.augment.rng.getstate()
 
 
-def _sequential(epochs: int) -> tuple[Trainer, torch.Tensor]:
-    trainer = Trainer(TrainConfig(**CFG, epochs=epochs))
+def _sequential(epochs: int, precision: str = "fp32") -> tuple[Trainer, torch.Tensor]:
+    trainer = Trainer(TrainConfig(**CFG, epochs=epochs, precision=precision))
     trainer.fit()
     return trainer, torch.get_rng_state()
 
 
-@pytest.mark.parametrize("stages", [2, pytest.param(4, marks=pytest.mark.slow)])
-def test_a_pipelined_run_equals_the_sequential_one(one_thread, stages):
-    sequential, rng = _sequential(epochs=2)
-    pipelined = Trainer(TrainConfig(**CFG, epochs=2))
+@pytest.mark.parametrize("stages,precision", [
+    (2, "fp32"), pytest.param(4, "fp32", marks=pytest.mark.slow),
+    # bf16 autocast with channels_last, as on CUDA: bf16 activations between the stages
+    pytest.param(2, "bf16", marks=pytest.mark.slow),
+])
+def test_a_pipelined_run_equals_the_sequential_one(one_thread, stages, precision):
+    sequential, rng = _sequential(epochs=2, precision=precision)
+    pipelined = Trainer(TrainConfig(**CFG, epochs=2, precision=precision))
     with PipelinedTrainer(pipelined, stages, "even", threads=1) as p:
         p.fit()
         assert len(p.stats) == 2 and all(s.steps == 4 for s in p.stats)
@@ -95,6 +99,55 @@ def test_a_killed_stage_fails_the_epoch_with_its_reason(one_thread):
             p.fit()
         assert time.monotonic() - start < 30
     assert not p._procs
+
+
+ORPHAN_SCRIPT = """
+import sys, time
+import torch
+from trainables.config import TrainConfig
+from trainables.pipeline import PipelinedTrainer
+from trainables.train import Trainer
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    p = PipelinedTrainer(Trainer(TrainConfig(**{cfg!r}, epochs=1)), 2, "even", threads=1)
+    print(" ".join(str(proc.pid) for proc in p._procs), flush=True)
+    time.sleep(600)
+"""
+
+
+@pytest.mark.slow
+def test_the_stages_of_a_trial_process_killed_outright_end_on_their_own(tmp_path):
+    import subprocess
+    import sys
+
+    script = tmp_path / "trial.py"
+    script.write_text(ORPHAN_SCRIPT.format(cfg=CFG))
+    trial = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
+                             cwd=os.path.dirname(os.path.dirname(__file__)))
+    pids = []
+    try:
+        pids = [int(p) for p in trial.stdout.readline().split()]
+        assert len(pids) == 2
+        trial.kill()  # SIGKILL: no close(), no atexit, no daemon clean-up
+        trial.wait()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and any(_alive(p) for p in pids):
+            time.sleep(0.2)
+        assert not any(_alive(p) for p in pids), "stage processes outlived their trial"
+    finally:
+        trial.kill()
+        for pid in pids:  # what a failure left behind
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"  # a zombie has ended
+    except FileNotFoundError:
+        return False
 
 
 def test_partitions_even_and_balanced():
@@ -177,3 +230,8 @@ def test_a_study_of_pipelined_trials_tracks_and_retries_them(ray_session, tmp_pa
         steps = [m.step for m in client.get_metric_history(r.info.run_id, "step_seconds")]
         assert sorted(steps) == [1, 2, 3]  # epoch 1 from the checkpoint, not trained again
         assert r.data.metrics["step_seconds"] > 0 and "linear_val_acc" in r.data.metrics
+        # The stages ran: each epoch's pipeline figures are the run's.
+        bubble = client.get_metric_history(r.info.run_id, "pipeline_bubble")
+        assert sorted(m.step for m in bubble) == [1, 2, 3]
+        assert all(0 <= m.value < 1 for m in bubble)
+        assert r.data.metrics["pipeline_ideal"] >= 1

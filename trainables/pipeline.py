@@ -26,13 +26,13 @@ gloo between CPU processes (or processes sharing one GPU, through the host), NCC
 from __future__ import annotations
 
 import io
+import multiprocessing
 import os
 import queue
-import socket
 import time
 import traceback
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 
 import torch
 
@@ -44,6 +44,7 @@ from trainables.train import STEP_METRICS, Trainer, match_parameter_layout
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 STAGE_TIMEOUT_S = 600.0  # a send or receive waiting this long fails (a dead stage is seen
 # sooner, by its exit code or its closed socket; a slow one may take a while to fill the pipe)
+PARENT_CHECK_S = 1.0  # an idle stage looks this often whether its trial process still lives
 
 
 class PipelineError(RuntimeError):
@@ -207,6 +208,7 @@ class PipelinedTrainer:
         self.stats: list[EpochStats] = []
         self._procs: list = []
         self._commands: list = []
+        self._store = None  # the stages' rendezvous, held while they run
         if stages == 1:
             return
         if devices is None:
@@ -229,13 +231,20 @@ class PipelinedTrainer:
         ctx = torch.multiprocessing.get_context("spawn")
         backend = "nccl" if all(d.startswith("cuda") for d in devices) and \
             len(set(devices)) == len(devices) else "gloo"
-        port = _free_port()
+        # The rendezvous store is the parent's, on a port the system gave it and held until
+        # the pipeline closes: two trials' pipelines starting at once never meet on one port.
+        self._store = _rendezvous()
+        port = self._store.port
         # The run's state as bytes: the stages get copies, never tensors shared with the run
         # (a queue or a spawn argument shares a CPU tensor's memory, and Adam steps in place).
         buffer = io.BytesIO()
         torch.save(self.trainer.state_dict(), buffer)
         state = buffer.getvalue()
+        # Only the first stage draws batches: the others get the data set's shape, not its
+        # images (STL-10's unlabeled part is 2.7 GB a copy, on each stage's device).
         data = self.trainer.data.to("cpu")
+        empty = replace(data, **{f.name: getattr(data, f.name)[:0] for f in fields(data)
+                                 if torch.is_tensor(getattr(data, f.name))})
         self._results = ctx.Queue()
         self._commands = [ctx.Queue() for _ in devices]
         for rank, device in enumerate(devices):
@@ -244,7 +253,7 @@ class PipelinedTrainer:
                 target=_stage_main, daemon=True,
                 args=(rank, len(devices), port, backend, device, threads,
                       (blocks.start, blocks.stop), self._commands[rank], self._results,
-                      data, state),
+                      data if rank == 0 else empty, state),
             )
             proc.start()
             self._procs.append(proc)
@@ -255,8 +264,9 @@ class PipelinedTrainer:
         """One pipelined epoch; the wrapped trainer then holds its state and its record."""
         if self.stages == 1:
             return self.trainer.train_epoch()
+        shape = self.trainer.epoch_shape()  # steps and batch size, for the stages without data
         for q in self._commands:
-            q.put(("epoch", None))
+            q.put(("epoch", shape))
         parts = sorted((self._receive("epoch") for _ in self._procs), key=lambda p: p["rank"])
         t = self.trainer
         rows: list[list[float]] = []
@@ -276,8 +286,11 @@ class PipelinedTrainer:
         self.stats.append(stats)
         # On CUDA, the memory of the stage that peaked highest.
         top = max(parts, key=lambda p: p["peak"] or 0)
-        return t.end_epoch(rows, stats.seconds, stats.steps, parts[0]["batch"], top["resident"],
-                           peak=top["peak"])
+        record = t.end_epoch(rows, stats.seconds, stats.steps, parts[0]["batch"],
+                             top["resident"], peak=top["peak"])
+        # The pipeline's own figures, in the run's history and its tracked metrics.
+        record["pipeline_ideal"], record["pipeline_bubble"] = stats.ideal, stats.bubble
+        return record
 
     def fit(self, epochs: int | None = None, on_epoch=None, checkpoint=None) -> list[dict]:
         """``Trainer.fit`` with pipelined epochs: saves the same checkpoint after each."""
@@ -336,6 +349,7 @@ class PipelinedTrainer:
             if proc.exitcode is None:
                 proc.kill()
                 proc.join()
+        self._store = None
 
     def __enter__(self) -> PipelinedTrainer:
         return self
@@ -359,10 +373,14 @@ def _restore_random(trainer: Trainer, random_state: dict) -> None:
         torch.cuda.set_rng_state(random_state["cuda"], trainer.device)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _rendezvous():
+    """A TCP store for the stages' process group, served by this process on a free port."""
+    from datetime import timedelta
+
+    import torch.distributed as dist
+
+    return dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False,
+                         timeout=timedelta(seconds=STAGE_TIMEOUT_S))
 
 
 def _sync(device: torch.device) -> None:
@@ -397,29 +415,39 @@ def _stage_loop(rank, world, port, backend, device, threads, blocks: range, comm
         torch.cuda.set_device(torch.device(device))
     trainer = Trainer(cfg, data)
     trainer.load_state_dict(state)
-    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                            world_size=world, timeout=timedelta(seconds=STAGE_TIMEOUT_S))
+    timeout = timedelta(seconds=STAGE_TIMEOUT_S)
+    store = dist.TCPStore("127.0.0.1", port, is_master=False, timeout=timeout)
+    dist.init_process_group(backend, store=store, rank=rank, world_size=world, timeout=timeout)
     link = _Link(rank, world, trainer.device, backend)
     results.put(("ready", rank, None))
+    parent = multiprocessing.parent_process()
     try:
         while True:
-            command, _ = commands.get()
+            try:
+                command, shape = commands.get(timeout=PARENT_CHECK_S)
+            except queue.Empty:
+                # A trial process killed outright (SIGKILL, out of memory) never says stop:
+                # its stages end on their own instead of holding memory and devices.
+                if parent is not None and not parent.is_alive():
+                    return
+                continue
             if command == "stop":
                 return
-            results.put(("epoch", rank, _stage_epoch(trainer, rank, world, blocks, link)))
+            results.put(("epoch", rank, _stage_epoch(trainer, rank, world, blocks, link,
+                                                     shape)))
     finally:
         dist.destroy_process_group()
 
 
-def _stage_epoch(trainer: Trainer, rank: int, world: int, blocks: range, link: _Link) -> dict:
+def _stage_epoch(trainer: Trainer, rank: int, world: int, blocks: range, link: _Link,
+                 shape: tuple[int, int]) -> dict:
     t = trainer
     first, last = rank == 0, rank == world - 1
     if first:
         batches, steps, batch = t.epoch_batches()
     else:
         t.model.train()
-        steps, batch = t.epoch_shape()
-        batches = iter(())
+        (steps, batch), batches = shape, iter(())
     resident = t.reset_peak_memory()
     totals = torch.zeros(len(blocks), len(STEP_METRICS), device=t.device)
     compute = recv = send = 0.0

@@ -174,7 +174,9 @@ def epoch_metrics(record: dict) -> dict[str, float]:
     out = {k: float(record[k]) for k in ("knn_val_acc", "images_per_s", "epoch_seconds",
                                          "step_seconds")
            if record.get(k) is not None}
-    for key in ("peak_memory_bytes", "peak_step_memory_bytes"):  # CUDA only
+    # CUDA only; pipelined epochs only (more than one stage)
+    for key in ("peak_memory_bytes", "peak_step_memory_bytes", "pipeline_ideal",
+                "pipeline_bubble"):
         if record.get(key) is not None:
             out[key] = float(record[key])
     for key in ("loss", "kept_pos", "kept_neg", "threshold"):
