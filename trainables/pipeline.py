@@ -418,7 +418,7 @@ def _stage_loop(rank, world, port, backend, device, threads, blocks: range, comm
     timeout = timedelta(seconds=STAGE_TIMEOUT_S)
     store = dist.TCPStore("127.0.0.1", port, is_master=False, timeout=timeout)
     dist.init_process_group(backend, store=store, rank=rank, world_size=world, timeout=timeout)
-    link = _Link(rank, world, trainer.device, backend)
+    link = _Link(rank, world, trainer.device, backend, trainer.memory_format)
     results.put(("ready", rank, None))
     parent = multiprocessing.parent_process()
     try:
@@ -457,7 +457,7 @@ def _stage_epoch(trainer: Trainer, rank: int, world: int, blocks: range, link: _
         if first:
             h = t.views(next(batches))
         else:
-            h = link.recv().contiguous(memory_format=t.memory_format)
+            h = link.recv()
             recv += time.perf_counter() - mark
             mark = time.perf_counter()
         t.optimizer.zero_grad(set_to_none=True)
@@ -504,10 +504,15 @@ def _stage_epoch(trainer: Trainer, rank: int, world: int, blocks: range, link: _
 
 class _Link:
     """Point to point between neighbouring stages: a detached activation forward, with its
-    shape and dtype sent first once; through the host where gloo carries GPU tensors."""
+    shape and dtype sent first once; through the host where gloo carries GPU tensors.
 
-    def __init__(self, rank: int, world: int, device: torch.device, backend: str):
+    Activations travel in the run's memory format (channels_last with bf16), which both ends
+    share: no layout copy on either side of a tick."""
+
+    def __init__(self, rank: int, world: int, device: torch.device, backend: str,
+                 memory_format: torch.memory_format = torch.contiguous_format):
         self.rank, self.world, self.device = rank, world, device
+        self.memory_format = memory_format
         self.host = backend == "gloo" and device.type == "cuda"
         self.pending = None  # the last send in flight, and its tensor kept alive
         self.announced = False  # the output's shape and dtype went to the next stage
@@ -517,13 +522,15 @@ class _Link:
     def send(self, h: torch.Tensor) -> None:
         import torch.distributed as dist
 
-        h = h.contiguous()
+        h = h.contiguous(memory_format=self.memory_format)  # a no-op when it already is
         if self.host:
             h = h.cpu()
         if not self.announced:
             header = torch.tensor([DTYPES.index(h.dtype), *h.shape], dtype=torch.int64)
             dist.send(header.to(h.device), self.rank + 1)
             self.announced = True
+        if self.memory_format == torch.channels_last:
+            h = h.permute(0, 2, 3, 1)  # NHWC in memory: as gloo wants it, contiguous, no copy
         self.flush()
         self.pending = (dist.isend(h, self.rank + 1), h)
 
@@ -536,8 +543,11 @@ class _Link:
             dist.recv(header, self.rank - 1)
             code, *shape = header.tolist()
             self.dtype, self.shape = DTYPES[code], tuple(shape)
-        h = torch.empty(self.shape, dtype=self.dtype, device=where)
-        dist.recv(h, self.rank - 1)
+        h = torch.empty(self.shape, dtype=self.dtype, device=where,
+                        memory_format=self.memory_format)
+        # Into the same memory as it was sent: channels_last's storage seen as NHWC.
+        dist.recv(h.permute(0, 2, 3, 1) if self.memory_format == torch.channels_last else h,
+                  self.rank - 1)
         return h.to(self.device) if where != self.device else h
 
     def flush(self) -> None:
