@@ -163,3 +163,22 @@ def test_the_commands_that_read_a_study_never_import_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_reader_command_runs_without_the_cyclic_collector():
+    """study.report and study.export end soon after they start: reference counting frees what
+    they make, and the collector's scans cost about a second (study.bench --bookkeeping)."""
+    import gc
+
+    from study._cli import run
+
+    seen = []
+    try:
+        with pytest.raises(SystemExit) as ended:
+            run(lambda argv: seen.append(gc.isenabled()) or 0, [], reader=True)
+    finally:
+        gc.enable()  # this test process goes on
+    assert seen == [False] and ended.value.code == 0
+    with pytest.raises(SystemExit):
+        run(lambda argv: seen.append(gc.isenabled()) or 0, [])
+    assert seen == [False, True]
