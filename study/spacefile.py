@@ -126,21 +126,21 @@ def parse_space(raw: object, source: str) -> SearchSpace:
 
 
 def _check_stages(where: _Where, train: Train, search: dict, grids: dict) -> None:
-    """Every stage count fits every split: a stage holds at least one block."""
-    def values(name: str, default) -> tuple[str, list]:
+    """Every stage count fits every split it can meet: a stage holds at least one block. Each
+    grid is checked on its own values (a grid's own list, else the search's, else train's)."""
+    def values(name: str, grid_name: str | None, default) -> tuple[str, list]:
+        if grid_name is not None and name in grids[grid_name]:
+            return f"grids.{grid_name}.{name}", list(grids[grid_name][name])
         if name in search:
             return f"search.{name}", list(search[name].choices or [])
-        for grid_name, grid in grids.items():
-            if name in grid:
-                return f"grids.{grid_name}.{name}", [v for g in grids.values()
-                                                     for v in g.get(name, [])]
         return f"train.{name}", [default]
 
-    key, stages = values("stages", train.stages)
-    _, Ks = values("K", train.K)
-    if max(stages) > min(Ks):
-        raise where.error(key, f"{max(stages)} exceeds the smallest K ({min(Ks)}) of the space: "
-                          f"every stage needs at least one block")
+    for grid_name in list(grids) or [None]:
+        key, stages = values("stages", grid_name, train.stages)
+        K_key, Ks = values("K", grid_name, train.K)
+        if max(stages) > min(Ks):
+            raise where.error(key, f"{max(stages)} exceeds the smallest K ({min(Ks)}, "
+                                   f"{K_key}): every stage needs at least one block")
 
 
 class _Where:

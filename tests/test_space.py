@@ -92,6 +92,11 @@ grids:
          "the epochs the monitor reports"),
         ("trials: 2}", "trials: 2, monitor_images: 1}",
          "budgets.smoke.monitor_images 1 must be an integer >= 2 or null"),
+        ("{K: [1, 2],", "{K: [2, 4], stages: [1, 4],",
+         "grids.pair.stages 4 exceeds the smallest K (2, grids.pair.K): every stage needs"),
+        ("K: {type: categorical, choices: [1, 2, 4]}",
+         "K: {type: categorical, choices: [2, 4]}\n  stages: {type: categorical, choices: [1, 2]}",
+         "search.stages 2 exceeds the smallest K (1, grids.pair.K)"),
     ],
 )
 def test_bad_space_names_file_key_and_allowed(tmp_path, old, new, message):
@@ -134,3 +139,14 @@ def test_good_space_loads(tmp_path):
                                   {"K": 2, "threshold": None}, {"K": 2, "threshold": 0.3}]
     with pytest.raises(ConfigError, match=f"{path}: grid 'nope' is not defined; allowed: pair"):
         space.grid("nope")
+
+
+def test_each_grid_meets_only_its_own_stage_counts(tmp_path):
+    """Stages are checked against the splits they can meet: a grid of 2 stages at K = 4 beside
+    a grid of K = 1 at the default single stage is a good space."""
+    path = tmp_path / "space.yaml"
+    path.write_text(GOOD.replace("pair: {K: [1, 2], threshold: [none, 0.3]}",
+                                 "pair: {K: [1], threshold: [none, 0.3]}\n"
+                                 "  piped: {K: [4], stages: [2]}"))
+    space = load_space(path)
+    assert space.grids["piped"]["stages"] == [2]
