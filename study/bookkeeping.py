@@ -174,7 +174,9 @@ def bookkeeping(trials: int, epochs: int, K: int, tracking_uri: str | None = Non
 
 def _store_mb(store) -> dict:
     files = {"mlflow_db": store.root / "mlflow.db", "optuna_db": store.root / "optuna.db"}
-    out = {k: f.stat().st_size / 1e6 for k, f in files.items() if f.exists()}
+    # With SQLite's write-ahead log, what is not yet checkpointed into the file is beside it.
+    out = {k: sum(g.stat().st_size for g in (f, f.with_name(f.name + "-wal")) if g.exists())
+           / 1e6 for k, f in files.items() if f.exists()}
     out["artifacts"] = sum(f.stat().st_size for f in store.artifacts.rglob("*")
                            if f.is_file()) / 1e6
     return out

@@ -126,16 +126,18 @@ def parse_space(raw: object, source: str) -> SearchSpace:
 
 
 def _check_stages(where: _Where, train: Train, search: dict, grids: dict) -> None:
-    """Every stage count fits every split it can meet: a stage holds at least one block. Each
-    grid is checked on its own values (a grid's own list, else the search's, else train's)."""
+    """Every stage count fits every split it can meet: a stage holds at least one block. The
+    search's trials take their values from ``search`` else ``train``; a grid's trials from the
+    grid else ``train`` (a grid cell overrides the space's train:, never the search)."""
     def values(name: str, grid_name: str | None, default) -> tuple[str, list]:
-        if grid_name is not None and name in grids[grid_name]:
-            return f"grids.{grid_name}.{name}", list(grids[grid_name][name])
-        if name in search:
+        if grid_name is not None:
+            if name in grids[grid_name]:
+                return f"grids.{grid_name}.{name}", list(grids[grid_name][name])
+        elif name in search:
             return f"search.{name}", list(search[name].choices or [])
         return f"train.{name}", [default]
 
-    for grid_name in list(grids) or [None]:
+    for grid_name in [None, *grids]:
         key, stages = values("stages", grid_name, train.stages)
         K_key, Ks = values("K", grid_name, train.K)
         if max(stages) > min(Ks):

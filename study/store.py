@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -106,7 +107,8 @@ class Store:
 # Where SQLite's write-ahead log cannot work: its readers and writer share memory (the -shm
 # file), which one host's processes can, another host's cannot (https://sqlite.org/wal.html).
 NETWORK_FILESYSTEMS = {"nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "lustre", "gpfs", "beegfs",
-                       "ceph", "fuse.sshfs", "fuse.glusterfs", "glusterfs", "afs"}
+                       "ceph", "fuse.ceph-fuse", "fuse.sshfs", "fuse.glusterfs", "glusterfs",
+                       "afs", "wekafs", "fuse.s3fs"}
 
 
 def write_ahead_log(db: Path) -> None:
@@ -141,8 +143,9 @@ def filesystem_type(path: Path, mounts: Path = Path("/proc/mounts")) -> str | No
         fields = line.split()
         if len(fields) < 3:
             continue
-        point = Path(fields[1].replace("\\040", " "))
-        if (path == point or point in path.parents) and len(point.parts) > best:
+        # Octal escapes (a space is \040); of two mounts on one directory the later is in effect.
+        point = Path(re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[1]))
+        if (path == point or point in path.parents) and len(point.parts) >= best:
             best, kind = len(point.parts), fields[2]
     return kind
 

@@ -244,7 +244,8 @@ class MlflowTracking(Callback):
             raise
 
     def _complete(self, trial) -> None:
-        # The held-back epochs and the end's tags in one write, then the run closed.
+        # The held-back epochs and the end's tags in one write (a finished trial's files between
+        # them), then the run closed.
         result, run_id = trial.last_result or {}, self.run_id(trial)
         if run_id not in self._created and self.client.get_run(run_id).info.status in ENDED_RUNS:
             self.flush(run_id)  # ended before the driver stopped; Ray's state had not caught up
@@ -254,6 +255,7 @@ class MlflowTracking(Callback):
             self.flush(run_id, {EARLY_STOPPED: "true"})
             self.client.set_terminated(run_id, "KILLED")
         else:
+            self.flush(run_id)  # the last epochs and final accuracies before the files
             with trial.checkpoint.as_directory() as d:
                 self.client.log_artifacts(run_id, str(Path(d) / REPORT_DIR))
             self.flush(run_id, {ENCODER_STATE: f"runs:/{run_id}/{ENCODER_FILE}",

@@ -156,7 +156,9 @@ def test_the_file_system_type_is_the_longest_mount_point_above_a_path(tmp_path):
 
     mounts = tmp_path / "mounts"
     mounts.write_text("/dev/vda / ext4 rw 0 0\nserver:/home /home nfs4 rw 0 0\n"
-                      "tmpfs /home/me/fast\\040disk tmpfs rw 0 0\n")
+                      "tmpfs /home/me/fast\\040disk tmpfs rw 0 0\n"
+                      "/dev/vdb /srv/a ext4 rw 0 0\nserver:/a /srv/a nfs rw 0 0\n")
+    assert filesystem_type(Path("/srv/a/mlflow.db"), mounts) == "nfs"  # mounted over the disk
     assert filesystem_type(Path("/home/me/mlruns/mlflow.db"), mounts) == "nfs4"
     assert filesystem_type(Path("/home/me/fast disk/mlflow.db"), mounts) == "tmpfs"
     assert filesystem_type(Path("/srv/mlflow.db"), mounts) == "ext4"

@@ -94,9 +94,12 @@ grids:
          "budgets.smoke.monitor_images 1 must be an integer >= 2 or null"),
         ("{K: [1, 2],", "{K: [2, 4], stages: [1, 4],",
          "grids.pair.stages 4 exceeds the smallest K (2, grids.pair.K): every stage needs"),
-        ("K: {type: categorical, choices: [1, 2, 4]}",
-         "K: {type: categorical, choices: [2, 4]}\n  stages: {type: categorical, choices: [1, 2]}",
-         "search.stages 2 exceeds the smallest K (1, grids.pair.K)"),
+        ("K: {type: categorical, choices: [1, 2, 4]}", "K: {type: categorical, choices: "
+         "[1, 2, 4]}\n  stages: {type: categorical, choices: [1, 2]}",
+         "search.stages 2 exceeds the smallest K (1, search.K)"),
+        # the search is checked beside the grids: train's 2 stages meet the search's K = 1
+        ("batch_size: 128", "batch_size: 128, stages: 2",
+         "train.stages 2 exceeds the smallest K (1, search.K)"),
     ],
 )
 def test_bad_space_names_file_key_and_allowed(tmp_path, old, new, message):
@@ -143,10 +146,14 @@ def test_good_space_loads(tmp_path):
 
 def test_each_grid_meets_only_its_own_stage_counts(tmp_path):
     """Stages are checked against the splits they can meet: a grid of 2 stages at K = 4 beside
-    a grid of K = 1 at the default single stage is a good space."""
+    a grid of K = 1 at the default single stage is a good space, and so is a search of 2 stages
+    over K = 2 and 4 beside a grid of K = 1 (a grid's trials take train's stages, not the
+    search's)."""
     path = tmp_path / "space.yaml"
     path.write_text(GOOD.replace("pair: {K: [1, 2], threshold: [none, 0.3]}",
                                  "pair: {K: [1], threshold: [none, 0.3]}\n"
-                                 "  piped: {K: [4], stages: [2]}"))
+                                 "  piped: {K: [4], stages: [2]}")
+                    .replace("choices: [1, 2, 4]}",
+                             "choices: [2, 4]}\n  stages: {type: categorical, choices: [1, 2]}"))
     space = load_space(path)
     assert space.grids["piped"]["stages"] == [2]

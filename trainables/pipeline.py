@@ -243,8 +243,9 @@ class PipelinedTrainer:
         # Only the first stage draws batches: the others get the data set's shape, not its
         # images (STL-10's unlabeled part is 2.7 GB a copy, on each stage's device).
         data = self.trainer.data.to("cpu")
-        empty = replace(data, **{f.name: getattr(data, f.name)[:0] for f in fields(data)
-                                 if torch.is_tensor(getattr(data, f.name))})
+        empty = replace(data, **{f.name: torch.empty((0, *t.shape[1:]), dtype=t.dtype)
+                                 for f in fields(data)
+                                 if torch.is_tensor(t := getattr(data, f.name))})
         self._results = ctx.Queue()
         self._commands = [ctx.Queue() for _ in devices]
         for rank, device in enumerate(devices):
