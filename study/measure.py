@@ -267,6 +267,7 @@ def bench_monitor(dataset: str, data_dir: str, configs: int, epochs: int, images
 
     from scipy.stats import spearmanr
 
+    from study.ashareplay import replay
     from trainables.data import load_data
 
     data = load_data(dataset, data_dir, subset, download=False).to(device)
@@ -307,5 +308,7 @@ def bench_monitor(dataset: str, data_dir: str, configs: int, epochs: int, images
         "monitor_cheap_over_epoch": statistics.median(seconds["cheap"]) / epoch_s,
         "spearman_per_epoch": per_epoch,
         "spearman_last": per_epoch[-1],
+        # ASHA's first rung at the last measured epoch (the laptop budget's grace period 3)
+        **replay(full, cheap, grace_period=epochs, max_t=epochs + 1),
         "full": full, "cheap": cheap,
     }

@@ -101,3 +101,19 @@ def test_the_pipeline_bench_reports_its_figures_consistently():
     assert 1 <= out["pipeline_ideal"] <= 2 and 0 <= out["pipeline_bubble"] < 1
     assert len(out["stage_compute_s"]) == 2 and out["stage_wait_s"][0] == 0  # stage 1 never waits
     assert out["partition"].startswith("blocks 1")
+
+
+def test_asha_replay_follows_rays_rule_and_compares_the_monitors():
+    """Ray's ASHA on recorded monitor values: a trial below the 75th percentile of those that
+    reached the rung before it stops; the same curves decide alike in every order."""
+    from study.ashareplay import replay, stopped
+
+    curves = [[0.1], [0.2], [0.3], [0.4]]
+    assert stopped(curves, [3, 2, 1, 0], grace_period=1, max_t=2) == {0, 1, 2}
+    assert stopped(curves, [0, 1, 2, 3], grace_period=1, max_t=2) == set()
+    assert stopped(curves, [3, 2, 1, 0], grace_period=1, max_t=1) == set()  # the trial's end
+    alike = replay(curves, curves, grace_period=1, max_t=2, orders=50)
+    assert alike["asha_same_decision"] == alike["asha_same_stopped_set"] == 1.0
+    reversed_ = replay(curves, curves[::-1], grace_period=1, max_t=2, orders=50)
+    assert reversed_["asha_same_decision"] < 1 and reversed_["asha_best_kept_full"] == 1.0
+    assert reversed_["asha_best_kept_cheap"] < 1
