@@ -10,7 +10,6 @@ never a user's: it writes MLflow's SQLite schema directly, which only a benchmar
 from __future__ import annotations
 
 import sqlite3
-from pathlib import Path
 
 from study.records import STUDY, TRIAL_ID
 
@@ -20,10 +19,9 @@ RUN_TABLES = ("runs", "tags", "params", "metrics", "latest_metrics")
 def replicate(store, plan, copies: int) -> int:
     """Copy ``plan``'s trial runs and Optuna trials until there are ``copies`` of each; the
     number of trial runs after."""
-    if not store.tracking_uri.startswith("sqlite:///"):
+    if store.sqlite_file is None:
         raise ValueError(f"--copies needs a SQLite store, not {store.tracking_uri}")
-    db = Path(store.tracking_uri[len("sqlite:///"):])
-    with sqlite3.connect(db) as con:
+    with sqlite3.connect(store.sqlite_file) as con:
         runs = [r for (r,) in con.execute(
             "select t.run_uuid from tags t join tags s on s.run_uuid = t.run_uuid "
             "where t.key = ? and s.key = ? and s.value = ?", (TRIAL_ID, STUDY, plan.study))]

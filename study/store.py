@@ -43,6 +43,13 @@ class Store:
         return "" if self.root == Path("mlruns").resolve() else f" --store {self.root}"
 
     @property
+    def sqlite_file(self) -> Path | None:
+        """The MLflow database file of a SQLite store; None through a server."""
+        prefix = "sqlite:///"
+        return Path(self.tracking_uri[len(prefix):]) if self.tracking_uri.startswith(prefix) \
+            else None
+
+    @property
     def artifacts(self) -> Path:
         return self.root / "artifacts"
 
@@ -99,8 +106,8 @@ class Store:
             experiment_id = client.create_experiment(dataset, artifact_location=location)
         else:
             experiment_id = exp.experiment_id
-        if self.tracking_uri.startswith("sqlite:///"):
-            write_ahead_log(Path(self.tracking_uri[len("sqlite:///"):]))
+        if self.sqlite_file is not None:
+            write_ahead_log(self.sqlite_file)
         return experiment_id
 
 

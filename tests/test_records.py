@@ -165,15 +165,26 @@ def test_the_file_system_type_is_the_longest_mount_point_above_a_path(tmp_path):
     assert filesystem_type(Path("/srv/mlflow.db"), tmp_path / "no such file") is None
 
 
-def test_the_paged_read_gives_the_garbage_collector_back_as_it_found_it(store):
+def test_the_paged_read_pauses_the_garbage_collector_and_gives_it_back(store):
     import gc
 
+    class Page(list):
+        token = None
+
+    class Client:  # records whether the collector ran while each page was read
+        seen: list = []
+
+        def search_runs(self, *args, **kwargs):
+            self.seen.append(gc.isenabled())
+            return Page()
+
     assert gc.isenabled()
-    assert len(read_trials(store, "digits", "s")) > 0
-    assert gc.isenabled()
+    records.search_all(Client(), "1", "")
+    assert Client.seen == [False] and gc.isenabled()
     gc.disable()
     try:
-        read_trials(store, "digits", "s")
-        assert not gc.isenabled()
+        records.search_all(Client(), "1", "")
+        assert not gc.isenabled()  # left as it was found
     finally:
         gc.enable()
+    assert len(read_trials(store, "digits", "s")) > 0 and gc.isenabled()
