@@ -97,13 +97,21 @@ class Store:
 
     def experiment_id(self, dataset: str) -> str:
         """The data set's MLflow experiment, created here (by the driver) before any trial."""
+        from mlflow.exceptions import MlflowException
         from mlflow.tracking import MlflowClient
 
         client = MlflowClient(self.tracking_uri)
         exp = client.get_experiment_by_name(dataset)
         if exp is None:
             location = self.artifacts.as_uri() if self.tracking_uri.startswith("sqlite") else None
-            experiment_id = client.create_experiment(dataset, artifact_location=location)
+            try:
+                experiment_id = client.create_experiment(dataset, artifact_location=location)
+            except MlflowException as e:
+                # Another driver on the same server made it between the lookup and here
+                # (three studies starting at once): theirs is ours.
+                if e.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
+                experiment_id = client.get_experiment_by_name(dataset).experiment_id
         else:
             experiment_id = exp.experiment_id
         if self.sqlite_file is not None:

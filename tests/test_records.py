@@ -188,3 +188,19 @@ def test_the_paged_read_pauses_the_garbage_collector_and_gives_it_back(store):
     finally:
         gc.enable()
     assert len(read_trials(store, "digits", "s")) > 0 and gc.isenabled()
+
+
+def test_two_drivers_creating_the_data_sets_experiment_at_once_share_it(tmp_path, monkeypatch):
+    """The lookup finds nothing, another driver creates the experiment, this one's create
+    then meets it: both studies use the one experiment."""
+    store = Store.at(tmp_path / "mlruns")
+    first = store.experiment_id("digits")
+    real = MlflowClient.get_experiment_by_name
+    calls = []
+
+    def late_lookup(self, name):
+        calls.append(name)
+        return None if len(calls) == 1 else real(self, name)
+
+    monkeypatch.setattr(MlflowClient, "get_experiment_by_name", late_lookup)
+    assert store.experiment_id("digits") == first and len(calls) == 2
