@@ -102,4 +102,38 @@ def retire_checkpoint(checkpoint, result: dict) -> None:
             checkpoint.filesystem.delete_file(f.path)
 
 
+def sweep_checkpoints(experiment_dir: Path, continued: dict[str, str | None]) -> int:
+    """What no trial needs any more, deleted from a local study folder: a continued trial's
+    checkpoints but the one it continues from (``continued``: trial folder -> checkpoint
+    folder, ``study.state.continued_checkpoints``); an ended trial's checkpoints but its last,
+    emptied as ``retire_checkpoint`` empties it. A checkpoint a killed driver never deleted (a
+    trial's older one, or one cut short) would otherwise stay for good: at ResNet-50 K = 16,
+    2.3 GB. Bytes freed."""
+    import shutil
+
+    freed = 0
+    for trial_dir in sorted(p for p in Path(experiment_dir).iterdir() if p.is_dir()):
+        checkpoints = sorted(trial_dir.glob("checkpoint_*"))
+        if not checkpoints:
+            continue
+        if trial_dir.name in continued:
+            keep, emptied = continued[trial_dir.name], None
+        else:
+            keep, emptied = checkpoints[-1].name, checkpoints[-1]
+        for c in checkpoints:
+            if c.name == keep and c != emptied:
+                continue
+            for f in sorted(c.rglob("*"), reverse=True):
+                if c == emptied and f.parent == c and f.name in (FINAL_FILE, REGISTERED):
+                    continue
+                if f.is_file():
+                    freed += f.stat().st_size
+                    f.unlink()
+                else:
+                    f.rmdir()
+            if c != emptied:
+                shutil.rmtree(c, ignore_errors=True)
+    return freed
+
+
 RAY_KEYS = ("done", "trial_id", "experiment_tag", "should_checkpoint")  # Ray fills them in

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from study.records import TrialRecord, parse_param, ranked, read_trials
+from study.records import TrialRecord, best_per_split, parse_param, read_trials, split_counts
 from study.report.tables import Stat, Table
 from study.store import Store
 from study.strata import paper_points, study_splits
@@ -35,18 +35,17 @@ def compare_points(store: Store, dataset: str, searched: str, space) -> tuple[li
     if plan_kind(plan) != "search":
         raise ConfigError(f"--compare {searched}: a {plan_kind(plan)} study has no search to "
                           f"compare; give a search's name")
-    trials = ranked(read_trials(store, dataset, searched))
-    finished = [t for t in trials if t.evaluated]
-    if not finished:
+    trials = read_trials(store, dataset, searched)
+    answer = best_per_split(trials)
+    if not answer:
         raise ConfigError(f"--compare {searched}: the study has no finished trial yet")
     searched_keys = [k for k in space.search if k not in ("K", "head")]
     points: list[dict] = []
     arms = []
-    for K in sorted(set(study_splits(store, searched)) | {t.K for t in trials}):
-        best = next((t for t in finished if t.K == K), None)
-        at = [t for t in trials if t.K == K]
+    for K, counts in split_counts(trials, study_splits(store, searched)).items():
+        best = answer.get(K)
         if best is None:
-            arms.append({"K": K, "trials": len(at), "finished": 0})
+            arms.append({"K": K, "trials": counts.trials, "finished": 0})
             continue
         config = {k: best.params[k] for k in CONFIG_KEYS
                   if k in best.params and k not in ("data_dir", "seed")}
@@ -61,7 +60,7 @@ def compare_points(store: Store, dataset: str, searched: str, space) -> tuple[li
                     for k in searched_keys}
         paper_config = {**config, **protocol,
                         **{k: v for k, v in paper.items() if k in searched_keys}}
-        arm = {"K": K, "trials": len(at), "finished": sum(t.K == K for t in finished)}
+        arm = {"K": K, "trials": counts.trials, "finished": counts.finished}
         for name, c in (("searched", config), ("paper", paper_config)):
             if c not in points:
                 points.append(c)
@@ -102,7 +101,7 @@ def comparison(trials: list[TrialRecord], points: list[dict], arms: list[dict]) 
     trials: each trial belongs to the point whose configuration it ran."""
     by_point: dict[int, dict[int, TrialRecord]] = {}
     for t in trials:
-        if not t.evaluated:
+        if not t.finished:
             continue
         i = _point_of(t, points)
         if i is not None:

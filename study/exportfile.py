@@ -6,7 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from study.pareto import finished_points, front
-from study.records import TrialRecord, study_rows
+from study.records import (
+    Counts,
+    TrialRecord,
+    best_per_split,
+    candidates,
+    split_counts,
+    study_rows,
+)
 from study.space import DEFAULT_OBJECTIVES
 from study.spacefile import read_yaml
 from study.store import Store
@@ -48,7 +55,7 @@ def _read(path: str | Path) -> dict:
 
 def export(store: Store, dataset: str, study: str) -> dict:
     rows = study_rows(store, dataset, study)
-    finished = [r for r in rows if r.evaluated]
+    finished = candidates(rows)
     if not finished:
         raise ConfigError(f"study {study!r} has no finished trial with a linear evaluation yet")
 
@@ -63,26 +70,19 @@ def export(store: Store, dataset: str, study: str) -> dict:
             "model_uri": row.model_uri,
         }
 
-    per_k: dict[int, dict] = {}
-    for row in finished:  # best first
-        if row.K not in per_k:
-            per_k[row.K] = {**entry(row), **_counts(rows, row.K)}
     # Every split the study covers, with what became of a split that has no finished trial.
-    unfinished = {K: {**_counts(rows, K), "why": _why(rows, K)}
-                  for K in sorted(set(study_splits(store, study)) | {r.K for r in rows})
-                  if K not in per_k}
+    counts = split_counts(rows, study_splits(store, study))
+    best = best_per_split(rows)
+    per_k = {K: {**entry(row), **_counts(counts[K])} for K, row in best.items()}
+    unfinished = {K: {**_counts(c), "why": _why(c)} for K, c in counts.items() if K not in best}
+    total = Counts.of(rows)
     out = {
         "dataset": dataset,
         "study": study,
         "ranked_by": "linear_val_acc (validation split), then knn_val_acc",
-        "trials": {
-            "total": len(rows),
-            "finished": len(finished),
-            "stopped_early": sum(r.early_stopped for r in rows),
-            "diverged": sum(r.diverged for r in rows),
-        },
+        "trials": {"total": total.trials, **_counts(total, "trials")},
         "best": entry(finished[0]),
-        "per_K": dict(sorted(per_k.items())),
+        "per_K": per_k,
     }
     if unfinished:
         out["K_without_finished_trial"] = unfinished
@@ -98,22 +98,23 @@ def export(store: Store, dataset: str, study: str) -> dict:
     return out
 
 
-def _counts(rows: list[TrialRecord], K: int) -> dict:
-    at = [r for r in rows if r.K == K]
-    return {"trials": len(at), "finished": sum(r.evaluated for r in at),
-            "stopped_early": sum(r.early_stopped for r in at),
-            "diverged": sum(r.diverged for r in at)}
+def _counts(c: Counts, *leave_out: str) -> dict:
+    """A split's (or the study's) counts as the file writes them; lost runs only where any."""
+    out = {"trials": c.trials, "finished": c.finished, "stopped_early": c.stopped_early,
+           "diverged": c.diverged, **({"lost_runs_left_out": c.lost} if c.lost else {})}
+    return {k: v for k, v in out.items() if k not in leave_out}
 
 
-def _why(rows: list[TrialRecord], K: int) -> str:
-    c = _counts(rows, K)
-    if not c["trials"]:
-        return "no trial ran at this split"
-    parts = [f"{c[k]} {k.replace('_', ' ')}" for k in ("stopped_early", "diverged") if c[k]]
-    rest = c["trials"] - c["stopped_early"] - c["diverged"]
+def _why(c: Counts) -> str:
+    lost = f"; {c.lost_text}" if c.lost else ""
+    if not c.trials:
+        return "no trial ran at this split" + lost
+    parts = [f"{n} {name}" for n, name in ((c.stopped_early, "stopped early"),
+                                           (c.diverged, "diverged")) if n]
+    rest = c.trials - c.finished - c.stopped_early - c.diverged
     if rest:
-        parts.append(f"{rest} not finished (failed, lost, or still running)")
-    return f"{c['trials']} trial(s), none finished: {', '.join(parts)}"
+        parts.append(f"{rest} not finished (failed or still running)")
+    return f"{c.trials} trial(s), none finished: {', '.join(parts)}{lost}"
 
 
 def study_objectives(store: Store, study: str) -> list:

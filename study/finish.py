@@ -9,10 +9,12 @@ import time
 
 from study import records
 from study._cli import log
+from study.checkpoints import sweep_checkpoints
 from study.footprint import study_footprint
 from study.plan import Plan
-from study.records import BEST_RUN, is_trial_run, read_runs, study_filter, study_rows
+from study.records import BEST_RUN, study_rows
 from study.registry import register_best
+from study.resume import LOST, close_lost_runs
 from study.store import Store, runs_url
 from study.strata import optuna_study_names
 from study.summary import print_table
@@ -24,12 +26,14 @@ def finish(store: Store, plan: Plan) -> None:
     then the record says ``completed``. A driver stopped in the middle does it again on
     ``--resume``; each step is safe to repeat."""
     close_leftovers(store, plan)
+    folder = store.ray_dir / plan.study
+    freed = sweep_checkpoints(folder, {}) if folder.is_dir() else 0
+    if freed:
+        log(f"checkpoints: {freed / 1e6:.1f} MB of ended trials' weights deleted (left by a "
+            f"driver's stop)")
     _summarise(store, plan)
     plan.completed = time.time()
     plan.save(store)
-
-
-LOST = "the driver was killed before Ray Tune saved this trial's state; it was not resumed"
 
 
 def close_leftovers(store: Store, plan: Plan) -> None:
@@ -37,20 +41,14 @@ def close_leftovers(store: Store, plan: Plan) -> None:
 
     A driver killed between creating a trial's run (or Optuna trial) and Ray's next save of the
     experiment state leaves that run RUNNING: the resumed study does not know the trial and
-    samples another in its place. Every tracked trial is closed by the tracking callback, so a
-    trial run still RUNNING here is such a leftover: it ends KILLED, tagged ``lost``. Optuna's
-    RUNNING trials end FAIL, so that the sampler and the report never wait on them.
+    samples another in its place (``study.resume`` closes such runs as the study resumes). Every
+    tracked trial is closed by the tracking callback, so a trial run still RUNNING here is such
+    a leftover: it ends KILLED, tagged ``lost``. Optuna's RUNNING trials end FAIL, so that the
+    sampler and the report never wait on them.
     """
     import optuna
-    from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(store.tracking_uri)
-    open_runs = read_runs(store, plan.experiment_id,
-                          study_filter(plan.study, "attributes.status = 'RUNNING'"))
-    lost = [r for r in open_runs if is_trial_run(r)]
-    for r in lost:
-        client.set_tag(r.info.run_id, records.LOST, LOST)
-        client.set_terminated(r.info.run_id, "KILLED")
+    lost = close_lost_runs(store, plan, keep=None)
     failed = 0
     if plan.kind == "search":
         storage = optuna.storages.RDBStorage(store.optuna_url)
@@ -66,7 +64,7 @@ def close_leftovers(store: Store, plan: Plan) -> None:
                 storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
             failed += len(running)
     if lost or failed:
-        log(f"closed what a killed driver left open: {len(lost)} MLflow run(s) (now KILLED, "
+        log(f"closed what a killed driver left open: {lost} MLflow run(s) (now KILLED, "
             f"tag lost), {failed} Optuna trial(s) (now FAIL)")
 
 
@@ -80,7 +78,7 @@ def _summarise(store: Store, plan: Plan) -> None:
         from study.compare import comparison_table
 
         log("\n" + comparison_table(rows, plan.__dict__).text())
-    best = next((r for r in rows if r.model_uri and r.linear_val_acc is not None), None)
+    best = next((r for r in records.candidates(rows) if r.model_uri), None)
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(store.tracking_uri)

@@ -15,6 +15,7 @@ from study._cli import log
 from study.cluster import init_ray, resources
 from study.finish import finish
 from study.plan import Plan
+from study.resume import generations_dir, install_generation
 from study.space import SearchSpace
 from study.spacefile import load_space
 from study.state import saved_state
@@ -31,6 +32,10 @@ def run(store: Store, plan: Plan, resume: bool, address: str | None = None,
     where it stops before."""
     space = load_space(plan.space_file)
     if resume:
+        repaired = install_generation(store.ray_dir / plan.study,
+                                      generations_dir(store, plan.study))
+        if repaired:
+            log(repaired)
         state = saved_state(store.ray_dir / plan.study, plan.trials)
         if state is not None and state.complete:
             if _parent_finished(store, plan):  # done before the record said so (an older one)
@@ -89,10 +94,13 @@ def _run_trials(store: Store, plan: Plan, space: SearchSpace, resume: bool,
             plan.experiment_id = store.experiment_id(plan.dataset)
             plan.parent_run_id = parent_run(store, plan, space)
             plan.save(store)
-    tuner = make_tuner(store, plan, space, resume, status_every)
     from study.logs import log_libraries_to
 
-    log_libraries_to(store.log_file(plan.study))  # again: Ray set its loggers up once started
+    # Again, Ray having set its loggers up once started: restoring a study reads Ray's saved
+    # state, which warns of trials with no results yet.
+    log_libraries_to(store.log_file(plan.study))
+    tuner = make_tuner(store, plan, space, resume, status_every)
+    log_libraries_to(store.log_file(plan.study))
     with stop.tune_running():
         tuner.fit()
     state = saved_state(store.ray_dir / plan.study, plan.trials)

@@ -1,8 +1,9 @@
 """The Pareto front of a multi-objective study: its finished trials that no other one beats.
 
 A trial dominates another when it is at least as good in every objective and better in one.
-Only finished trials count: one stopped early or diverged never reached its end, and its costs
-alone would put an untrained network on the front.
+Only finished trials count (``TrialRecord.finished``, the rule every reader chooses by): one
+stopped early or diverged never reached its end, and its costs alone would put an untrained
+network on the front; a lost run's trial was replaced by another.
 """
 
 from __future__ import annotations
@@ -50,8 +51,8 @@ def front(points: list[Point], objectives: list) -> list[Point]:
 
 
 def finished_points(trials: list[TrialRecord], objectives: list) -> list[Point]:
-    """Every finished trial (MLflow FINISHED) with all its objectives' values."""
+    """Every finished trial (``TrialRecord.finished``) with all its objectives' values."""
     points = [Point(t, {name: t.metrics[name] for name, _ in objectives})
               for t in trials
-              if t.status == "FINISHED" and all(name in t.metrics for name, _ in objectives)]
+              if t.finished and all(name in t.metrics for name, _ in objectives)]
     return sorted(points, key=lambda p: p.trial_id)

@@ -1,15 +1,19 @@
 """A study's trials as MLflow holds them: the one record of a trial, the one reader, the names.
 
 Every command that reads a study back (the end-of-study summary, export, the Pareto front, the
-report) reads it here, in bulk (one paged ``search_runs``, no call per trial), and ranks it with
-``rank_key``: validation accuracy only (linear evaluation, then the kNN monitor), a missing value
-last. Test accuracy is carried along, never used to choose.
+report, ``--compare``) reads it here, in bulk (one paged ``search_runs``, no call per trial), and
+takes its answer from here: one rule says which trials count (``TrialRecord.finished``), one
+function names each split's best (``best_per_split``, by ``rank_key``: validation accuracy only,
+linear evaluation then the kNN monitor, a missing value last) and one counts what became of each
+split's trials (``split_counts``; a lost run is not one of the study's trials). Test accuracy is
+carried along, never used to choose.
 """
 
 from __future__ import annotations
 
 import gc
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from study.store import Store
@@ -61,7 +65,7 @@ class TrialRecord:
     @property
     def state(self) -> str:
         """finished, stopped early, diverged, failed, running, or lost (a killed driver's)."""
-        if LOST in self.tags:
+        if self.lost:
             return "lost"
         if self.diverged:
             return "diverged"
@@ -73,13 +77,18 @@ class TrialRecord:
 
     @property
     def finished(self) -> bool:
+        """The rule for the answer, the one every reader chooses and counts by: the run ended
+        normally (MLflow FINISHED), is not lost, was not stopped early, did not diverge, and
+        was evaluated (it has ``linear_val_acc``). A run that fails any of these may still
+        carry a linear evaluation (a lost run whose trial was replaced, an early-stopped one a
+        resumed driver trained on); it is never the answer."""
         return self.state == "finished"
 
     @property
-    def evaluated(self) -> bool:
-        """Trained to its end and evaluated, whatever its run's status: what an export and
-        ``--compare`` choose among."""
-        return self.linear_val_acc is not None and not self.diverged
+    def lost(self) -> bool:
+        """A run a killed driver left open: its trial was replaced, so it is none of the
+        study's trials (``counted``)."""
+        return LOST in self.tags
 
     @property
     def diverged(self) -> bool:
@@ -140,8 +149,60 @@ def rank_key(t: TrialRecord) -> tuple[float, float]:
 
 
 def ranked(trials: list[TrialRecord]) -> list[TrialRecord]:
-    """Best first by ``rank_key``."""
-    return sorted(trials, key=rank_key, reverse=True)
+    """Best first: the finished trials by ``rank_key``, then the others by ``rank_key`` (a run
+    that does not count never stands above one that does, whatever it carries)."""
+    return sorted(trials, key=lambda t: (t.finished, *rank_key(t)), reverse=True)
+
+
+def candidates(trials: Iterable[TrialRecord]) -> list[TrialRecord]:
+    """The trials the answer is chosen among, best first: the finished ones."""
+    return [t for t in ranked(list(trials)) if t.finished]
+
+
+def best_per_split(trials: Iterable[TrialRecord]) -> dict[int, TrialRecord]:
+    """The answer: each split K's best finished trial (validation only, ``rank_key``), by K."""
+    best: dict[int, TrialRecord] = {}
+    for t in candidates(trials):  # best first
+        best.setdefault(t.K, t)
+    return dict(sorted(best.items()))
+
+
+def counted(trials: Iterable[TrialRecord]) -> list[TrialRecord]:
+    """The study's trials, for counting: every trial run but a lost one."""
+    return [t for t in trials if not t.lost]
+
+
+@dataclass(frozen=True)
+class Counts:
+    """What became of a set of trials: how many there are (lost runs left out), finished
+    (``TrialRecord.finished``), stopped early and diverged; and the lost runs left out."""
+
+    trials: int
+    finished: int
+    stopped_early: int
+    diverged: int
+    lost: int
+
+    @classmethod
+    def of(cls, trials: Iterable[TrialRecord]) -> Counts:
+        runs = list(trials)
+        states = [t.state for t in counted(runs)]
+        return cls(len(states), states.count("finished"), states.count("stopped early"),
+                   states.count("diverged"), len(runs) - len(states))
+
+    @property
+    def lost_text(self) -> str:
+        """``1 lost run(s) left out``, or nothing."""
+        return f"{self.lost} lost run(s) left out" if self.lost else ""
+
+
+def split_counts(trials: Iterable[TrialRecord], splits: Iterable[int] = ()
+                 ) -> dict[int, Counts]:
+    """``Counts`` of each split K, by K: every K a run ran at, and ``splits`` (the study's
+    own, where a K may have no trial yet)."""
+    runs = list(trials)
+    return {K: Counts.of(t for t in runs if t.K == K)
+            for K in sorted(set(splits) | {t.K for t in runs})}
 
 
 def read_runs(store: Store, experiment_id: str, filter_string: str) -> list:

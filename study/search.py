@@ -1,7 +1,9 @@
 """The study's searcher: Optuna's TPE through Ray Tune's ``OptunaSearch``, with Optuna states
 that say what happened (a trial stopped early by ASHA ends PRUNED; ``study.tracking`` marks its
-MLflow run KILLED) and a resume that tolerates a trial Optuna already holds as ended; and the
-searcher and ASHA of a stratified search (``study.strata``): one of each per split."""
+MLflow run KILLED) and a resume that tolerates a trial Optuna already holds as ended and closes
+the trials a killed driver lost (a lost point to evaluate is queued again); the searcher and
+ASHA of a stratified search (``study.strata``): one of each per split; and ASHA whose rungs a
+resumed study rebuilds from the store (``study.resume``)."""
 
 from __future__ import annotations
 
@@ -14,6 +16,9 @@ from ray.tune.schedulers import AsyncHyperBandScheduler
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
+from study import records
+from study._cli import format_params, log
+from study.resume import LOST
 from study.strata import of_config
 from trainables.tune_trainable import FINISHED
 
@@ -41,6 +46,38 @@ class StudySearch(OptunaSearch):
             # A trial that ended after Ray's last saved state (a killed driver) reports again
             # when resumed; its Optuna trial holds its end already.
             logging.getLogger("optuna").info("trial %s: %s", trial_id, e)
+
+    def restore(self, checkpoint_path: str):
+        """Ray's saved searcher, and the Optuna trials it does not know closed: each was asked
+        for after Ray's last save, by a driver killed before the next one, and no Ray trial
+        will ever report to it. A point to evaluate among them (the paper's point) is queued
+        again, so that it is the next trial here, as it would have been."""
+        super().restore(checkpoint_path)
+        close_unknown_trials(self._ot_study, self._ot_trials.values(), self._study_name)
+
+
+def close_unknown_trials(study, known, name: str) -> int:
+    """``study``'s RUNNING trials that are not in ``known`` ended FAIL (user attribute
+    ``lost``), each point to evaluate among them queued again; one line each; how many."""
+    import optuna
+
+    ids = {t._trial_id for t in known}
+    storage = study._storage
+    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    lost = [t for t in running if t._trial_id not in ids]
+    where = name.split("/", 2)[2] if name.count("/") >= 2 else "the search"
+    for t in lost:
+        storage.set_trial_user_attr(t._trial_id, records.LOST, LOST)
+        storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+        fixed = t.system_attrs.get("fixed_params")
+        if fixed:
+            study.enqueue_trial(fixed)
+            log(f"{where}: the point to evaluate {format_params(fixed)} is evaluated again: "
+                f"its trial was lost with the driver")
+        else:
+            log(f"{where}: Optuna trial {t.number} closed (FAIL, lost): the driver was killed "
+                f"before Ray saved its trial; the split's next trial takes its place")
+    return len(lost)
 
 
 class StratifiedSearch(Searcher):
@@ -90,11 +127,57 @@ class StratifiedSearch(Searcher):
             pickle.dump(self.__dict__, f)
 
     def restore(self, checkpoint_path: str) -> None:
+        """Every split's searcher as Ray saved it, each with the Optuna trials it does not know
+        closed (``StudySearch.restore``)."""
         with open(checkpoint_path, "rb") as f:
             self.__dict__.update(pickle.load(f))
+        for s in self.searchers:
+            close_unknown_trials(s._ot_study, s._ot_trials.values(), s._study_name)
 
 
-class StratifiedASHA(AsyncHyperBandScheduler):
+class StudyASHA(AsyncHyperBandScheduler):
+    """ASHA (one bracket) whose rungs a resumed study rebuilds (``rebuild``): Ray saves no
+    scheduler, and ``Tuner.restore`` takes it as it was built, with empty rungs."""
+
+    keys: list[str] = []  # what chooses a trial's brackets (StratifiedASHA: its split)
+
+    def bracket(self, config: dict):
+        return self._brackets[0]
+
+    def rebuild(self, events) -> set[str]:
+        """The rungs as the study left them: ``events`` (``study.resume.RungEvent``, in the
+        order they arrived) taken in as ASHA took them. The trials it stopped that Ray will
+        continue (the driver was killed between the decision and Ray's save) are stopped at
+        their first result; their ids."""
+        from ray.tune.schedulers import TrialScheduler
+
+        self._stop_first = set()
+        for e in events:
+            if e.epoch >= self._max_t and not e.ended:
+                continue  # taken in when the continued trial reports its end
+            decision = self.bracket(e.config).on_result(_Seen(e.trial_id), e.epoch,
+                                                        self._metric_op * e.value)
+            if decision == TrialScheduler.STOP and not e.ended and e.epoch < self._max_t:
+                self._stop_first.add(e.trial_id)
+        return set(self._stop_first)
+
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        from ray.tune.schedulers import TrialScheduler
+
+        if trial.trial_id in getattr(self, "_stop_first", ()):
+            self._stop_first.discard(trial.trial_id)
+            return TrialScheduler.STOP
+        return super().on_trial_result(tune_controller, trial, result)
+
+
+class _Seen:
+    """What a bracket needs of a trial: its id."""
+
+    def __init__(self, trial_id: str):
+        self.trial_id = trial_id
+
+
+class StratifiedASHA(StudyASHA):
     """ASHA whose brackets are per stratum: a trial's rung is only compared with the trials of
     its own split. Each stratum's bracket is a copy of the one ASHA makes, before any result."""
 
@@ -104,13 +187,16 @@ class StratifiedASHA(AsyncHyperBandScheduler):
         self._pristine = copy.deepcopy(self._brackets)
         self.stratum_brackets: dict[tuple, list] = {}
 
-    def on_trial_add(self, tune_controller, trial) -> None:
-        super().on_trial_add(tune_controller, trial)  # checks metric and mode
-        key = of_config(trial.config, self.keys)
+    def bracket(self, config: dict):
+        key = of_config(config, self.keys)
         if key not in self.stratum_brackets:
             self.stratum_brackets[key] = copy.deepcopy(self._pristine)
         # One bracket (ASHA's default, ``brackets=1``); several would be drawn as ASHA draws.
-        self._trial_info[trial.trial_id] = self.stratum_brackets[key][0]
+        return self.stratum_brackets[key][0]
+
+    def on_trial_add(self, tune_controller, trial) -> None:
+        super().on_trial_add(tune_controller, trial)  # checks metric and mode
+        self._trial_info[trial.trial_id] = self.bracket(trial.config)
 
     def debug_string(self) -> str:
         return "\n".join(f"{key}: " + "; ".join(b.debug_str() for b in brackets)

@@ -273,6 +273,13 @@ def _budget(where: _Where, key: str, raw: object) -> Budget:
             raise where.error(f"{key}.{name}", f"{v!r} must be an integer >= 1")
     if b.grace_period > b.epochs:
         raise where.error(f"{key}.grace_period", f"{b.grace_period} exceeds epochs={b.epochs}")
+    if b.grace_period < b.checkpoint_every:
+        # A trial ASHA stops before its first checkpoint leaves nothing that says it ended
+        # (study.checkpoints.retire_checkpoint writes its end into its checkpoint): a driver
+        # killed before Ray saved the stop starts it again on --resume, into its KILLED run.
+        raise where.error(f"{key}.grace_period", f"{b.grace_period} is below checkpoint_every="
+                          f"{b.checkpoint_every}; allowed: grace_period >= checkpoint_every (a "
+                          f"trial stopped early must have a checkpoint to end in)")
     if b.grace_period % b.monitor_every:
         raise where.error(f"{key}.grace_period", f"{b.grace_period} is not a multiple of "
                           f"monitor_every={b.monitor_every}: ASHA decides on the epochs the "

@@ -153,3 +153,27 @@ def repair_checkpoints(experiment_dir: Path) -> list[str]:
         part.write_text(json.dumps(data))
         os.replace(part, files[-1])
     return changed
+
+
+def continued_checkpoints(experiment_dir: Path) -> dict[str, str | None]:
+    """Each trial Ray will continue, by its folder's name: the checkpoint folder's name it
+    continues from (None: from its start). Trials not named here have ended."""
+    from ray import cloudpickle
+
+    files = sorted(Path(experiment_dir).glob(STATE_GLOB))
+    if not files:
+        return {}
+    out = {}
+    for trial_json, runtime_json in json.loads(files[-1].read_text())["trial_data"]:
+        trial, runtime = json.loads(trial_json), json.loads(runtime_json)
+        if trial.get("status") in ENDED:
+            continue
+        storage = cloudpickle.loads(bytes.fromhex(trial["storage"]["value"]))
+        manager_json = runtime.get("checkpoint_manager")
+        latest = None
+        if isinstance(manager_json, dict):
+            latest = cloudpickle.loads(bytes.fromhex(manager_json["value"])
+                                       )._latest_checkpoint_result
+        out[Path(storage.trial_fs_path).name] = (
+            Path(latest.checkpoint.path).name if latest is not None else None)
+    return out

@@ -1,15 +1,19 @@
 """The end-of-study table on the console: the best trials, best first, grouped by split K in
-a search over several (``study.finish`` prints it once the study completes)."""
+a search over several (``study.finish`` prints it once the study completes). Best first is
+``study.records.ranked``: each split's first row is its answer (``best_per_split``), and its
+counts are ``split_counts``; a lost run is none of the study's trials and is left out."""
 
 from __future__ import annotations
 
 from study._cli import log
-from study.records import TrialRecord
+from study.records import Counts, TrialRecord, counted, ranked, split_counts
 
 
 def print_table(rows: list[TrialRecord], study: str, top: int = 10,
                 objectives: list | None = None) -> None:
     """The best ``top`` trials (every Pareto front member first in a multi-objective study)."""
+    counts, lost = split_counts(rows), Counts.of(rows).lost_text
+    rows = ranked(counted(rows))
     on_front: set[str] = set()
     if objectives and len(objectives) > 1:
         from study.pareto import finished_points, front
@@ -21,8 +25,9 @@ def print_table(rows: list[TrialRecord], study: str, top: int = 10,
         top = max(top, len(on_front))
         log(f"\nPareto front over {', '.join(m for m, _ in objectives)}: {len(on_front)} of "
             f"the finished trials (marked 'front')")
-    log(f"\n{study}: {len(rows)} trial run(s), best first by validation accuracy "
-        f"(test accuracy is reported, never used to choose)")
+    log(f"\n{study}: {len(rows)} trial run(s)" + (f" ({lost})" if lost else "")
+        + ", best first by validation accuracy (test accuracy is reported, never used to "
+        "choose)")
     header = (f"{'trial':<14}{'T':>7}{'tau':>7}{'K':>4}  {'knn val':>8}{'lin val':>9}"
               f"{'lin test':>9}  state")
     splits = sorted({r.K for r in rows})
@@ -35,11 +40,10 @@ def print_table(rows: list[TrialRecord], study: str, top: int = 10,
     per_split = max(3, top // len(splits))
     log(header)
     for K in splits:
-        at = [r for r in rows if r.K == K]
-        done = sum(r.finished for r in at)
-        log(f"-- K={K}: {len(at)} trial(s), {done} finished, "
-            f"{sum(r.early_stopped for r in at)} stopped early, {sum(r.diverged for r in at)} "
-            f"diverged" + (f"; the best {per_split} shown" if len(at) > per_split else ""))
+        c, at = counts[K], [r for r in rows if r.K == K]
+        log(f"-- K={K}: {c.trials} trial(s), {c.finished} finished, {c.stopped_early} stopped "
+            f"early, {c.diverged} diverged" + (f" ({c.lost_text})" if c.lost else "")
+            + (f"; the best {per_split} shown" if len(at) > per_split else ""))
         for row in at[:per_split]:
             log(_line(row, on_front))
 

@@ -8,10 +8,12 @@ import functools
 import os
 
 from study._cli import log
+from study.checkpoints import sweep_checkpoints
 from study.exportfile import points as export_points
 from study.plan import Plan
+from study.resume import SavedGenerations, close_lost_runs, generations_dir, rebuild_rungs
 from study.space import SearchSpace
-from study.state import repair_checkpoints, saved_state
+from study.state import continued_checkpoints, repair_checkpoints, saved_state
 from study.store import Store, git_commit, write_ahead_log
 from study.strata import optuna_study_name, optuna_study_names, paper_points
 from trainables.tune_trainable import OBJECTIVE, TrialSetup, run_trial
@@ -38,14 +40,25 @@ def make_tuner(store: Store, plan: Plan, space: SearchSpace, resume: bool,
                           setup.base.get("stages", 1)),
     )
     path = store.ray_dir / plan.study
-    if resume and saved_state(path, plan.trials) is not None:
+    state = saved_state(path, plan.trials) if resume else None
+    if state is not None:
         log(f"resuming {plan.study} from {path}")
         repaired = repair_checkpoints(path)
         if repaired:
             log(f"{', '.join(repaired)}: Ray's saved state was older than the newest checkpoint "
                 f"on disk; continuing from it")
+        freed = sweep_checkpoints(path, continued_checkpoints(path))
+        if freed:
+            log(f"checkpoints: {freed / 1e6:.1f} MB that no trial continues from deleted (left "
+                f"by the driver's stop)")
+        lost = close_lost_runs(store, plan, keep={t.trial_id for t in state.trials})
+        if lost:
+            log(f"{lost} trial run(s) closed as lost (KILLED, tag lost): the driver was killed "
+                f"before Ray saved their trials, which the search makes again")
         # A trial in ERROR spent its retries: it has ended (study.state) and stays so.
-        return tune.Tuner.restore(str(path), trainable, resume_errored=False)
+        tuner = tune.Tuner.restore(str(path), trainable, resume_errored=False)
+        rebuild_rungs(tuner, store, plan)
+        return tuner
     if resume:  # stopped before Ray saved any state: nothing Ray knows of to continue
         log(f"study {plan.study} stopped before its first trial was saved; starting its trials")
         forget_unsaved_search(store, plan)
@@ -109,10 +122,9 @@ def trial_setup(store: Store, plan: Plan, space: SearchSpace) -> TrialSetup:
 def _new_tuner(store: Store, plan: Plan, space: SearchSpace, trainable, run_config):
     import optuna
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search import ConcurrencyLimiter
 
-    from study.search import StratifiedASHA, StratifiedSearch, StudySearch
+    from study.search import StratifiedASHA, StratifiedSearch, StudyASHA, StudySearch
 
     # One objective: Optuna's value is it. Several: a multi-objective study (TPE handles both)
     # whose trials report every objective in each result; ASHA still stops on the accuracy.
@@ -133,7 +145,7 @@ def _new_tuner(store: Store, plan: Plan, space: SearchSpace, trainable, run_conf
             sampler=_sampler(plan, plan.trials, plan.seed),
             study_name=optuna_study_name(plan.dataset, plan.study), storage=storage,
         )
-        scheduler = ASHAScheduler(**asha)
+        scheduler = StudyASHA(**asha)
     else:
         keys = list(plan.strata[0])
         for k in keys:
@@ -195,9 +207,11 @@ def _run_config(store: Store, plan: Plan, setup: TrialSetup, status_every: float
         storage_path=str(store.ray_dir),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
         failure_config=tune.FailureConfig(max_failures=2),
-        callbacks=[LatestCheckpointOnly(), *([
-            Progress(plan.epochs, plan.trials, plan.concurrency, status_every, plan.study,
-                     disk=DiskFloor(str(store.root))), tracking] if callbacks else [])],
+        callbacks=[
+            LatestCheckpointOnly(), SavedGenerations(generations_dir(store, plan.study)),
+            *([Progress(plan.epochs, plan.trials, plan.concurrency, status_every, plan.study,
+                        disk=DiskFloor(str(store.root))), tracking] if callbacks else []),
+        ],
         verbose=0,  # our console (study.progress) instead of Ray's result tables
     )
 

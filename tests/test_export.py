@@ -35,7 +35,12 @@ def store(tmp_path):
         client.log_batch(run, params=[Param(k, str(v)) for k, v in params.items()],
                          metrics=[Metric(k, v, 0, 1) for k, v in metrics.items()
                                   if v is not None])
+        # Each run ends as the tracking callback ends it.
+        client.set_terminated(run, ENDS.get(tag, "FINISHED"))
     return store
+
+
+ENDS = {"early_stopped": "KILLED", "diverged": "FAILED"}
 
 
 def test_export_ranks_by_validation_overall_and_per_K(store):

@@ -21,8 +21,9 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from study.state import saved_state
+from study.state import REGISTERED, saved_state
 from study.store import Store
+from trainables.specs import FINAL_FILE
 
 # Four trials, two at a time, two epochs each: two waves. Small enough for ~20 s a run.
 SPACE = """
@@ -138,7 +139,7 @@ def started(lines) -> int:
     return sum("] started" in x for x in lines)
 
 
-def check_complete(study: Study) -> None:
+def check_complete(study: Study, epochs: int = EPOCHS) -> None:
     """The invariants of a completed study."""
     state = saved_state(study.root / "ray" / study.name, study.trials)
     assert state is not None and state.complete and len(state.trials) == study.trials, state
@@ -159,7 +160,7 @@ def check_complete(study: Study) -> None:
                 or (r.info.status == "KILLED" and tags.get("early_stopped") == "true")
                 or (r.info.status == "FAILED" and ("diverged" in tags or "error" in tags))), tags
         steps = [m.step for m in client.get_metric_history(r.info.run_id, "epoch_seconds")]
-        last = EPOCHS if r.info.status == "FINISHED" else max(steps, default=0)
+        last = epochs if r.info.status == "FINISHED" else max(steps, default=0)
         assert last >= 1, f"a trial run without its epochs: {tags}"
         assert sorted(steps) == list(range(1, last + 1)), steps  # every epoch, once
         for key in r.data.metrics:  # no metric's step logged twice, none past the last epoch
@@ -186,6 +187,20 @@ def check_complete(study: Study) -> None:
     # FAIL only for a trial that failed, or one the searcher proposed that no run continued
     # (a stopped driver's), marked lost.
     assert all("lost" in t.user_attrs for t in trials if t.state.name == "FAIL"), states
+
+    # Every split's paper point (the space's point, moved to the split) ended with its result.
+    if study.stratified:
+        for name, ts in per_stratum.items():
+            assert any(t.params == {"threshold": 0.0, "tau": 0.5}
+                       and t.state.name in ("COMPLETE", "PRUNED") for t in ts), name
+
+    # No weights left behind: an ended trial keeps at most its final report (a few kB).
+    for trial_dir in (study.root / "ray" / study.name).iterdir():
+        checkpoints = sorted(trial_dir.glob("checkpoint_*"))
+        assert len(checkpoints) <= 1, checkpoints
+        kept = [f for c in checkpoints for f in c.rglob("*") if f.is_file()]
+        assert {f.name for f in kept} <= {FINAL_FILE, REGISTERED}, kept
+        assert sum(f.stat().st_size for f in kept) < 64_000, kept
 
     versions = client.search_model_versions(f"name = '{study.name}-encoder'")
     assert len(versions) == 1, [v.version for v in versions]
@@ -233,7 +248,7 @@ def check_stopped(study: Study, code: int, console: str, expected: int = 130) ->
     assert code == expected, console[-3000:]
     assert resume_command(study) in console, console[-3000:]
     assert study.store.load_study(study.name).get("completed", 0) == 0
-    assert "trial run(s), best first" not in console  # no end-of-study summary
+    assert "best first by validation accuracy" not in console  # no end-of-study summary
     client = MlflowClient(study.store.tracking_uri)
     assert not client.search_model_versions(f"name = '{study.name}-encoder'")
 
@@ -330,7 +345,7 @@ def test_sigkill_twice_then_resume(tmp_path):
 def test_sigkill_during_the_end_of_study_work(tmp_path):
     study = Study(tmp_path, "end")
     proc = study.start()
-    study.watch(proc, lambda lines: "trial run(s), best first" in lines[-1])
+    study.watch(proc, lambda lines: "best first by validation accuracy" in lines[-1])
     signal_group(proc, signal.SIGKILL)
     study.end(proc)
     assert study.store.load_study(study.name).get("completed", 0) == 0

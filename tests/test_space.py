@@ -90,6 +90,9 @@ grids:
         ("trials: 2}", "trials: 2, grace_period: 1, monitor_every: 2}",
          "budgets.smoke.grace_period 1 is not a multiple of monitor_every=2: ASHA decides on "
          "the epochs the monitor reports"),
+        ("trials: 2}", "trials: 2, grace_period: 1, checkpoint_every: 2}",
+         "budgets.smoke.grace_period 1 is below checkpoint_every=2; allowed: grace_period >= "
+         "checkpoint_every"),
         ("trials: 2}", "trials: 2, monitor_images: 1}",
          "budgets.smoke.monitor_images 1 must be an integer >= 2 or null"),
         ("{K: [1, 2],", "{K: [2, 4], stages: [1, 4],",
@@ -142,6 +145,9 @@ def test_good_space_loads(tmp_path):
                                   {"K": 2, "threshold": None}, {"K": 2, "threshold": 0.3}]
     with pytest.raises(ConfigError, match=f"{path}: grid 'nope' is not defined; allowed: pair"):
         space.grid("nope")
+    # A grace period of checkpoint_every or more: ASHA's first rung has a checkpoint.
+    path.write_text(GOOD.replace("trials: 2}", "trials: 2, grace_period: 2, checkpoint_every: 2}"))
+    assert load_space(path).budgets["smoke"].grace_period == 2
 
 
 def test_each_grid_meets_only_its_own_stage_counts(tmp_path):

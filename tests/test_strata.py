@@ -207,6 +207,7 @@ def searched(tmp_path):
                       seed=0, epochs=3, data_dir="/data")
         client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()],
                          metrics=[Metric("linear_val_acc", val, 0, 3)] if val else [])
+        client.set_terminated(run.info.run_id, "KILLED" if tag else "FINISHED")
     return store
 
 

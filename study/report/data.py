@@ -2,8 +2,10 @@
 
 Everything here reads (MLflow, Optuna) or computes, and nothing formats or draws: the tables
 (``tables``) and the figures (``figures``) take what these functions gather, so that what a report
-says can be checked on made-up trials, without a store or a plot. Trials are ranked on validation
-accuracy only (``study.records.ranked``); test accuracy is carried along, never used to choose.
+says can be checked on made-up trials, without a store or a plot. Which trials count, each split's
+best and its counts are ``study.records``' one rule (``TrialRecord.finished``, ``best_per_split``,
+``split_counts``): trials are ranked on validation accuracy only; test accuracy is carried
+along, never used to choose.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import numpy as np
 from study.paper import PAPER_T, PaperCell, paper_cell
 from study.pareto import Point, finished_points, front
 from study.records import TrialRecord as Trial
-from study.records import ranked, read_trials
+from study.records import best_per_split, candidates, counted, read_trials
 from study.store import Store, plan_kind
 from trainables.errors import ConfigError
 
@@ -39,7 +41,8 @@ class StudyRecord:
 
     @property
     def finished(self) -> list[Trial]:
-        return ranked([t for t in self.trials if t.finished])
+        """The trials the answer is chosen among, best first (``study.records.candidates``)."""
+        return candidates(self.trials)
 
 
 def load_study(store: Store, study: str) -> StudyRecord:
@@ -79,12 +82,14 @@ class Cell:
 
 
 def cells(record: StudyRecord) -> list[Cell]:
-    """Every cell, in the order the trials were made, with its finished trials."""
+    """Every cell, in the order the trials were made, with its finished trials (a lost run is
+    none of the cell's trials: another took its place)."""
+    trials = counted(record.trials)
     first: dict[str, Trial] = {}
-    for t in record.trials:
+    for t in trials:
         first.setdefault(t.cell, t)
-    every = Counter(t.cell for t in record.trials)
-    return [Cell(name, [t for t in record.trials if t.cell == name and t.finished], every[name],
+    every = Counter(t.cell for t in trials)
+    return [Cell(name, [t for t in trials if t.cell == name and t.finished], every[name],
                  paper_cell(record.dataset, p.K, p.threshold, p.params.get("subsample", "both"),
                             p.params.get("tau", 0.5)))
             for name, p in first.items()]
@@ -122,10 +127,7 @@ def paper_gain(dataset: str, K: int, T: float, sub: str, tau: float) -> float | 
 
 def best_per_K(record: StudyRecord) -> list[Trial]:
     """The best finished trial of each K (on validation accuracy), by K."""
-    best: dict[int, Trial] = {}
-    for t in record.finished:  # best first
-        best.setdefault(t.K, t)
-    return [best[K] for K in sorted(best)]
+    return list(best_per_split(record.trials).values())
 
 
 # What the figures show
@@ -230,13 +232,9 @@ def compared_trials(record: StudyRecord) -> dict[str, Trial]:
     answer is per K; the best overall is often one block, end-to-end SimCLR). A grid: the best
     of its deepest split (the paper draws these figures at its deepest K), and the best of the
     same K on the other side of T = none."""
-    pool = record.finished
     if record.kind == "search":
-        out = {}
-        for K in sorted({t.K for t in pool}):
-            best = next(t for t in pool if t.K == K)
-            out[f"best K={K}: {_label(best)}"] = best
-        return out
+        return {f"best K={t.K}: {_label(t)}": t for t in best_per_K(record)}
+    pool = record.finished
     deepest = max(t.K for t in pool)
     pool = [t for t in pool if t.K == deepest]
     best = pool[0]

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from study.compare import comparison_table
+from study.records import Counts
 from study.report import data, figures
 from study.report.data import StudyRecord
 from study.report.importances import IMPORTANCE_EVALUATOR, MIN_IMPORTANCE_TRIALS, optuna_results
@@ -147,10 +148,11 @@ def build(store: Store, record: StudyRecord) -> tuple[str, list[Table]]:
     every = trials_table(record)
     tables.append(every)
     sections.append('<h2 id="trials">Trials</h2>' + every.html())
-    p = record.plan
+    p, counts = record.plan, Counts.of(record.trials)
     head = (f"{record.kind} study of {record.dataset}"
             + (f", grid {record.grid}" if record.grid else "")
-            + f", budget {p.get('budget')}: {len(record.trials)} trial(s) of {p.get('trials')}, "
+            + f", budget {p.get('budget')}: {counts.trials} trial(s) of {p.get('trials')}"
+            + (f" ({counts.lost_text})" if counts.lost else "") + ", "
             f"{p.get('epochs') or 'their own'} epochs, seeds from {p.get('seed')}"
             + (f" x {p.get('seeds')}" if record.kind != "search" else ""))
     page = (f"<!DOCTYPE html><html><head><meta charset=\"utf-8\">"

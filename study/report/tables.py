@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from study.paper import PAPER_T, PaperCell
 from study.records import TrialRecord as Trial
-from study.records import ranked
+from study.records import ranked, split_counts
 from study.report.data import (
     Front,
     StudyRecord,
@@ -186,9 +186,9 @@ def gain_table(record: StudyRecord) -> Table | None:
 
 def best_per_K_table(record: StudyRecord) -> Table:
     rows = []
-    every = Counter(t.K for t in record.trials)
-    done = Counter(t.K for t in record.finished)
-    for t in best_per_K(record):
+    counts = split_counts(record.trials)  # a lost run is none of its split's trials
+    best = best_per_K(record)
+    for t in best:
         m = t.metrics
         rows.append([str(t.K), t_text(t.threshold),
                      f"{t.params.get('threshold_slope', 0.0):.3g}",
@@ -196,12 +196,15 @@ def best_per_K_table(record: StudyRecord) -> Table:
                      t.params.get("subsample", "both"), _pct(m["linear_val_acc"]),
                      _pct(m.get("knn_val_acc", math.nan)), _pct(m["linear_test_acc"]),
                      t_text(PAPER_T.get(record.dataset, "-")), t.trial_id,
-                     f"{done[t.K]}/{every[t.K]}"])
-    missing = sorted(set(every) - set(done))
+                     f"{counts[t.K].finished}/{counts[t.K].trials}"])
+    chosen = {t.K for t in best}
+    notes = [f"K={K}: " + (f"none of {c.trials} trial(s) finished"
+                           + (f" ({c.lost_text})" if c.lost else "")
+                           if K not in chosen else c.lost_text)
+             for K, c in counts.items() if K not in chosen or c.lost]
     return Table("Best T per K (chosen on validation accuracy)",
                  ["K", "T", "T slope", "tau", "head", "subsample", "linear val %", "kNN val %",
-                  "linear test %", "paper T", "trial", "finished/trials"], rows,
-                 "; ".join(f"K={K}: none of {every[K]} trial(s) finished" for K in missing))
+                  "linear test %", "paper T", "trial", "finished/trials"], rows, "; ".join(notes))
 
 
 def trials_table(record: StudyRecord) -> Table:

@@ -1,0 +1,212 @@
+"""How a stopped study is repaired before it resumes, so that the study it continues is the one
+that would have run without the stop. Every repair says so in one console line.
+
+Ray Tune saves its experiment state (the trial list), the search generator's state and the
+searcher's pickle together into a staging folder, then copies them into the store file by file,
+in no fixed order and not atomically: a driver killed in the middle leaves a cut file, or a
+searcher one save newer or older than the trial list. So, at each of Ray's saves, once the three
+are whole in the staging folder and before the copy starts, ``SavedGenerations`` keeps them as
+one generation (a folder written under a temporary name, then renamed); ``--resume`` puts the
+newest generation back into the store before Ray reads it (``install_generation``).
+
+Then, in order (``study.lifecycle`` and ``study.tuner``):
+- each continued trial is pointed at its newest whole checkpoint (``study.state``);
+- a trial run that Ray's state does not hold (the driver was killed between the trial's start
+  and Ray's next save) is closed as lost (``close_lost_runs``); its Optuna trial is closed by the
+  restored searcher, which queues a point to evaluate again where it was one
+  (``study.search.StudySearch.restore``);
+- ASHA's rungs are rebuilt from every trial's monitor values in the store, in the order they
+  arrived (``rung_events``), so that the decisions after the resume are those the study would
+  have taken (``study.search.RebuiltRungs``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from ray.tune import Callback
+
+from study import records
+from study._cli import log
+from study.store import Store
+
+# Ray Tune 2.60's three files of a save: TuneController.CKPT_FILE_TMPL,
+# SearchGenerator.CKPT_FILE_TMPL, Searcher.CKPT_FILE_TMPL.
+RAY_FILES = ("experiment_state-*.json", "search_gen_state-*.json", "searcher-state-*.pkl")
+KEEP = 2  # generations kept: the newest, and the one before while the newest is written
+LOST = "the driver was killed before Ray Tune saved this trial's state; it was not resumed"
+
+
+def generations_dir(store: Store, study: str) -> Path:
+    """Where a study's generations live: beside Ray's experiment folder, never inside it (Ray
+    copies every .json and .pkl of that folder back on a restore)."""
+    return store.ray_dir / ".generations" / study
+
+
+class SavedGenerations(Callback):
+    """At each of Ray's saves, its three files kept as one whole generation.
+
+    Ray saves its callbacks' state right after it wrote the experiment state and the searcher
+    into the staging folder, and before it copies them to the store: ``get_state`` is that
+    moment. It returns None (nothing of its own to save)."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = str(folder)
+        self._staging: str | None = None
+
+    def __getstate__(self) -> dict:
+        return {"folder": self.folder, "_staging": None}
+
+    def on_step_begin(self, iteration, trials, **info):
+        if self._staging is None and trials:
+            self._staging = trials[0].storage.experiment_driver_staging_path
+
+    def get_state(self) -> None:
+        if self._staging is not None:
+            save_generation(Path(self._staging), Path(self.folder))
+        return None
+
+
+def save_generation(staging: Path, folder: Path) -> int | None:
+    """The newest of each of Ray's files in ``staging`` as generation N + 1; the number."""
+    files = [f for f in (_newest(staging, p) for p in RAY_FILES) if f is not None]
+    if not files:
+        return None
+    folder.mkdir(parents=True, exist_ok=True)
+    done = _generations(folder)
+    number = int(done[-1].name.split("-")[1]) + 1 if done else 1
+    part = folder / f".gen-{number:06d}.part"
+    shutil.rmtree(part, ignore_errors=True)
+    part.mkdir()
+    for f in files:
+        shutil.copyfile(f, part / f.name)
+    os.replace(part, folder / f"gen-{number:06d}")  # a folder's rename is atomic
+    for old in done[:-(KEEP - 1)] if KEEP > 1 else done:
+        shutil.rmtree(old, ignore_errors=True)
+    return number
+
+
+def install_generation(experiment_dir: Path, folder: Path) -> str | None:
+    """Ray's files in the store replaced by the newest whole generation, where they differ;
+    what was wrong, in one line, or None (no generation: a study saved before them, or
+    stopped before Ray's first save; or the store already held it)."""
+    done = _generations(folder)
+    if not done or not experiment_dir.is_dir():
+        return None
+    newest = done[-1]
+    wrong = []
+    for pattern in RAY_FILES:
+        ours, theirs = _newest(newest, pattern), _newest(experiment_dir, pattern)
+        if ours is None:
+            continue
+        if theirs is None:
+            wrong.append(f"no {_what(pattern)}")
+        elif theirs.name != ours.name:
+            wrong.append(f"the {_what(pattern)} from another save")
+        elif theirs.read_bytes() != ours.read_bytes():
+            wrong.append(f"the {_what(pattern)} cut short or from another save")
+    if not wrong:
+        return None
+    for pattern in RAY_FILES:
+        ours = _newest(newest, pattern)
+        if ours is None:
+            continue
+        for f in experiment_dir.glob(pattern):
+            f.unlink()
+        part = experiment_dir / f".{ours.name}.part"
+        shutil.copyfile(ours, part)
+        os.replace(part, experiment_dir / ours.name)
+    return (f"saved state: Ray's copy in the store had {', '.join(wrong)} (a driver killed "
+            f"while Ray copied it); used generation {int(newest.name.split('-')[1])}, "
+            f"its last whole save")
+
+
+def _what(pattern: str) -> str:
+    return {"experiment_state-*.json": "trial list", "search_gen_state-*.json":
+            "search generator's state", "searcher-state-*.pkl": "searcher's file"}[pattern]
+
+
+def _newest(folder: Path, pattern: str) -> Path | None:
+    files = sorted(folder.glob(pattern))  # Ray's own rule: the newest by name
+    return files[-1] if files else None
+
+
+def _generations(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.glob("gen-*") if p.is_dir()) if folder.is_dir() else []
+
+
+def close_lost_runs(store: Store, plan, keep: set[str] | None) -> int:
+    """Close the trial runs a killed driver left open that no Ray trial continues: KILLED,
+    tagged ``lost``; how many. ``keep``: the trial ids Ray's saved state holds (None: every
+    trial has ended, as at the end of a study)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(store.tracking_uri)
+    open_runs = records.read_runs(store, plan.experiment_id, records.study_filter(
+        plan.study, "attributes.status = 'RUNNING'"))
+    lost = [r for r in open_runs if records.is_trial_run(r)
+            and (keep is None or r.data.tags[records.TRIAL_ID] not in keep)]
+    for r in lost:
+        client.set_tag(r.info.run_id, records.LOST, LOST)
+        client.set_terminated(r.info.run_id, "KILLED")
+    return len(lost)
+
+
+@dataclass(frozen=True)
+class RungEvent:
+    """One monitor value of one trial, as ASHA took it in."""
+
+    time: int  # when the driver received it (ms): the order of arrival
+    order: int  # the trial's place among the study's trials (ties of time)
+    trial_id: str
+    config: dict  # the parameters that choose the trial's brackets (its split)
+    epoch: int
+    value: float
+    ended: bool  # the trial has ended: nothing of it is continued
+
+
+def rung_events(store: Store, plan, metric: str, keys: list[str]) -> list[RungEvent]:
+    """Every trial's monitor values in the store, in the order the driver received them; a
+    trial that diverged adds the worst value it reported at its last epoch. Lost runs are no
+    trial of the study."""
+    from mlflow.tracking import MlflowClient
+
+    from trainables.tune_trainable import WORST
+
+    client = MlflowClient(store.tracking_uri)
+    trials = records.read_trials(store, plan.dataset, plan.study)
+    events = []
+    for order, t in enumerate(trials):
+        if records.LOST in t.tags:
+            continue
+        ended = t.status != "RUNNING"
+        config = {k: t.params.get(k) for k in keys}
+        for m in client.get_metric_history(t.run_id, metric):
+            events.append(RungEvent(m.timestamp, order, t.trial_id, config, int(m.step),
+                                    float(m.value), ended))
+        if t.diverged:
+            run = client.get_run(t.run_id)
+            events.append(RungEvent(run.info.end_time or 0, order, t.trial_id, config,
+                                    t.last_epoch, WORST, True))
+    return sorted(events, key=lambda e: (e.time, e.order, e.epoch))
+
+
+def rebuild_rungs(tuner, store: Store, plan) -> None:
+    """The restored tuner's ASHA given back its rungs from the store, with one line."""
+    scheduler = tuner._local_tuner._tune_config.scheduler  # the pickled one, as it was built
+    rebuild = getattr(scheduler, "rebuild", None)
+    if rebuild is None:
+        if scheduler is not None and type(scheduler).__name__ != "FIFOScheduler":
+            log("ASHA: a study saved before its rungs could be rebuilt; it starts them afresh")
+        return
+    events = rung_events(store, plan, scheduler.metric, scheduler.keys)
+    stopped = rebuild(events)
+    trials = len({e.trial_id for e in events})
+    line = f"ASHA: rungs rebuilt from {trials} trial(s) ({len(events)} monitor value(s))"
+    if stopped:
+        line += (f"; {', '.join(sorted(stopped))} stopped at its first result (ASHA had "
+                 f"stopped it just before the driver was killed)")
+    log(line)
