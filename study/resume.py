@@ -124,6 +124,18 @@ def install_generation(experiment_dir: Path, folder: Path) -> str | None:
             f"its last whole save")
 
 
+def keep_in_generation(experiment_dir: Path, folder: Path) -> None:
+    """The store's trial list, repaired on resume (``study.state.repair_checkpoints``), made the
+    newest generation's too: a later ``--resume`` then finds the two alike, and says nothing."""
+    done = _generations(folder)
+    theirs = _newest(experiment_dir, RAY_FILES[0])
+    if not done or theirs is None or not (done[-1] / theirs.name).exists():
+        return
+    part = done[-1] / f".{theirs.name}.part"
+    shutil.copyfile(theirs, part)
+    os.replace(part, done[-1] / theirs.name)
+
+
 def _what(pattern: str) -> str:
     return {"experiment_state-*.json": "trial list", "search_gen_state-*.json":
             "search generator's state", "searcher-state-*.pkl": "searcher's file"}[pattern]

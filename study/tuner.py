@@ -11,7 +11,13 @@ from study._cli import log
 from study.checkpoints import sweep_checkpoints
 from study.exportfile import points as export_points
 from study.plan import Plan
-from study.resume import SavedGenerations, close_lost_runs, generations_dir, rebuild_rungs
+from study.resume import (
+    SavedGenerations,
+    close_lost_runs,
+    generations_dir,
+    keep_in_generation,
+    rebuild_rungs,
+)
 from study.space import SearchSpace
 from study.state import continued_checkpoints, repair_checkpoints, saved_state
 from study.store import Store, git_commit, write_ahead_log
@@ -47,6 +53,7 @@ def make_tuner(store: Store, plan: Plan, space: SearchSpace, resume: bool,
         if repaired:
             log(f"{', '.join(repaired)}: Ray's saved state was older than the newest checkpoint "
                 f"on disk; continuing from it")
+            keep_in_generation(path, generations_dir(store, plan.study))
         freed = sweep_checkpoints(path, continued_checkpoints(path))
         if freed:
             log(f"checkpoints: {freed / 1e6:.1f} MB that no trial continues from deleted (left "

@@ -22,7 +22,7 @@ from optuna.distributions import FloatDistribution
 from test_faults import Study, check_complete, signal_group
 
 from study.checkpoints import sweep_checkpoints
-from study.resume import RungEvent, install_generation, save_generation
+from study.resume import RungEvent, install_generation, keep_in_generation, save_generation
 from study.search import StratifiedASHA, StudyASHA, close_unknown_trials
 from study.state import REGISTERED, saved_state
 from trainables.errors import ConfigError
@@ -182,6 +182,12 @@ def test_a_torn_save_is_replaced_by_the_last_whole_generation(tmp_path, tear):
     assert saved_state(store, 2).describe().startswith("0 of 2 trials ended; 2 to continue")
     assert (store / "searcher-state-s1.pkl").read_bytes() == b"searcher knows a, b"
     assert install_generation(store, gens) is None  # whole now: nothing to say
+    # The resume repairs the trial list in the store (a trial's newest checkpoint): the
+    # generation takes the repair, and the next resume finds nothing to say either.
+    (store / "experiment_state-s1.json").write_text(json.dumps({"trial_data": []}))
+    keep_in_generation(store, gens)
+    assert install_generation(store, gens) is None
+    assert saved_state(store, 2).trials == ()
     assert sorted(p.name for p in gens.iterdir()) == ["gen-000001", "gen-000002"]
     save_generation(staging, gens)
     assert sorted(p.name for p in gens.iterdir()) == ["gen-000002", "gen-000003"]  # two kept
