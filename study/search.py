@@ -20,7 +20,7 @@ from study import records
 from study._cli import format_params, log
 from study.resume import LOST
 from study.strata import of_config
-from trainables.tune_trainable import FINISHED
+from trainables.tune_trainable import FINISHED, REPLAY
 
 
 class StudySearch(OptunaSearch):
@@ -167,6 +167,16 @@ class StudyASHA(AsyncHyperBandScheduler):
         if trial.trial_id in getattr(self, "_stop_first", ()):
             self._stop_first.discard(trial.trial_id)
             return TrialScheduler.STOP
+        # A trial restored from a checkpoint first replays the epochs it holds: a rung among
+        # them that ASHA has not taken in (a killed driver's held-back value) is taken in at
+        # its own epoch, not at the later one the trial reports now.
+        bracket = self._trial_info.get(trial.trial_id)
+        for r in result.get(REPLAY) or ():
+            if bracket is None or self._metric not in r or r["epoch"] >= self._max_t:
+                continue
+            if bracket.on_result(trial, r["epoch"], self._metric_op * r[self._metric]) \
+                    == TrialScheduler.STOP:
+                return TrialScheduler.STOP
         return super().on_trial_result(tune_controller, trial, result)
 
 

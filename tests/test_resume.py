@@ -294,3 +294,25 @@ def test_no_checkpoint_is_left_that_no_trial_continues_from(tmp_path):
     # ended: two whole checkpoints and the weights of the last; continued: two whole ones;
     # from-start: its one.
     assert freed == 2 * 1300 + 1100 + 2 * 1200 + 1100
+
+
+def test_a_rung_the_store_lacks_is_taken_from_the_trials_replay_at_its_own_epoch():
+    def make():
+        return StudyASHA(time_attr="epoch", metric="knn_val_acc", mode="max", max_t=9,
+                         grace_period=1)
+
+    t1, t2 = (SimpleNamespace(trial_id=t, config={}) for t in ("t1", "t2"))
+    uninterrupted = make()
+    for t in (t1, t2):
+        uninterrupted.on_trial_add(None, t)
+    uninterrupted.on_trial_result(None, t1, {"epoch": 1, "knn_val_acc": 0.9})
+    assert uninterrupted.on_trial_result(None, t2, {"epoch": 1, "knn_val_acc": 0.1}) == "STOP"
+    # Killed after t2's epoch 1 was checkpointed but before its value reached the store: the
+    # rebuilt rungs hold t1 only, and t2 resumes at epoch 2, replaying epoch 1.
+    resumed = make()
+    assert resumed.rebuild([RungEvent(1, 0, "t1", {}, 1, 0.9, ended=True)]) == set()
+    resumed.on_trial_add(None, t2)
+    replay = [{"epoch": 1, "knn_val_acc": 0.1}]
+    assert resumed.on_trial_result(
+        None, t2, {"epoch": 2, "knn_val_acc": 0.95, "replay": replay}) == "STOP"
+    assert resumed._brackets[0]._rungs[-1][1] == {"t1": 0.9, "t2": 0.1}
