@@ -316,3 +316,29 @@ def test_a_rung_the_store_lacks_is_taken_from_the_trials_replay_at_its_own_epoch
     assert resumed.on_trial_result(
         None, t2, {"epoch": 2, "knn_val_acc": 0.95, "replay": replay}) == "STOP"
     assert resumed._brackets[0]._rungs[-1][1] == {"t1": 0.9, "t2": 0.1}
+
+
+@pytest.mark.slow
+def test_a_study_whose_saved_state_tore_resumes_to_a_complete_study(tmp_path):
+    """Killed, then Ray's copy in the store torn every way at once: the trial list cut short,
+    the searcher's file from the save before, the search generator's state gone."""
+    study = Study(tmp_path, "torn")  # the fault matrix's study: two trials at a time
+    proc = study.start()
+    gens = study.root / "ray" / ".generations" / study.name
+    study.watch(proc, lambda lines: "] finished" in lines[-1]
+                and len(list(gens.glob("gen-*"))) >= 2)
+    signal_group(proc, signal.SIGKILL)
+    study.end(proc)
+    older = sorted(gens.glob("gen-*"))[-2]
+    folder = study.root / "ray" / study.name
+    state = sorted(folder.glob("experiment_state-*.json"))[-1]
+    state.write_text(state.read_text()[:100])
+    for f in folder.glob("searcher-state-*.pkl"):
+        f.unlink()
+    shutil.copy(next(older.glob("searcher-state-*.pkl")), folder)
+    for f in folder.glob("search_gen_state-*.json"):
+        f.unlink()
+    study.complete()
+    consoles = "".join(study.consoles)
+    assert "saved state: Ray's copy in the store had" in consoles, consoles[-3000:]
+    check_complete(study)
