@@ -30,12 +30,13 @@ from pathlib import Path
 from ray.tune import Callback
 
 from study import records
-from study._cli import log
+from study._cli import format_params, log
 from study.store import Store
 
-# Ray Tune 2.60's three files of a save: TuneController.CKPT_FILE_TMPL,
-# SearchGenerator.CKPT_FILE_TMPL, Searcher.CKPT_FILE_TMPL.
-RAY_FILES = ("experiment_state-*.json", "search_gen_state-*.json", "searcher-state-*.pkl")
+# Ray Tune 2.60's files of a save: TuneController.CKPT_FILE_TMPL, SearchGenerator's and
+# Searcher's (a search), BasicVariantGenerator's (a grid or a re-run).
+RAY_FILES = ("experiment_state-*.json", "search_gen_state-*.json", "searcher-state-*.pkl",
+             "basic-variant-state-*.json")
 KEEP = 2  # generations kept: the newest, and the one before while the newest is written
 LOST = "the driver was killed before Ray Tune saved this trial's state; it was not resumed"
 
@@ -43,7 +44,11 @@ LOST = "the driver was killed before Ray Tune saved this trial's state; it was n
 def generations_dir(store: Store, study: str) -> Path:
     """Where a study's generations live: beside Ray's experiment folder, never inside it (Ray
     copies every .json and .pkl of that folder back on a restore)."""
-    return store.ray_dir / ".generations" / study
+    return _generations_in(store.ray_dir, study)
+
+
+def _generations_in(ray_dir, study: str) -> Path:
+    return Path(ray_dir) / ".generations" / study
 
 
 class SavedGenerations(Callback):
@@ -53,20 +58,25 @@ class SavedGenerations(Callback):
     into the staging folder, and before it copies them to the store: ``get_state`` is that
     moment. It returns None (nothing of its own to save)."""
 
-    def __init__(self, folder: str | Path):
-        self.folder = str(folder)
+    def __init__(self):
         self._staging: str | None = None
+        self._folder: Path | None = None
 
     def __getstate__(self) -> dict:
-        return {"folder": self.folder, "_staging": None}
+        return {"_staging": None, "_folder": None}
 
     def on_step_begin(self, iteration, trials, **info):
+        # Both from the run's own storage: a study resumed from a store that moved writes its
+        # generations where the store is now. (Before its first trial Ray saves an empty
+        # study: no generation of it is kept.)
         if self._staging is None and trials:
-            self._staging = trials[0].storage.experiment_driver_staging_path
+            storage = trials[0].storage
+            self._staging = storage.experiment_driver_staging_path
+            self._folder = _generations_in(storage.storage_fs_path, storage.experiment_dir_name)
 
     def get_state(self) -> None:
         if self._staging is not None:
-            save_generation(Path(self._staging), Path(self.folder))
+            save_generation(Path(self._staging), self._folder)
         return None
 
 
@@ -138,7 +148,8 @@ def keep_in_generation(experiment_dir: Path, folder: Path) -> None:
 
 def _what(pattern: str) -> str:
     return {"experiment_state-*.json": "trial list", "search_gen_state-*.json":
-            "search generator's state", "searcher-state-*.pkl": "searcher's file"}[pattern]
+            "search generator's state", "searcher-state-*.pkl": "searcher's file",
+            "basic-variant-state-*.json": "grid generator's state"}[pattern]
 
 
 def _newest(folder: Path, pattern: str) -> Path | None:
@@ -151,20 +162,82 @@ def _generations(folder: Path) -> list[Path]:
 
 
 def close_lost_runs(store: Store, plan, keep: set[str] | None) -> int:
-    """Close the trial runs a killed driver left open that no Ray trial continues: KILLED,
-    tagged ``lost``; how many. ``keep``: the trial ids Ray's saved state holds (None: every
-    trial has ended, as at the end of a study)."""
+    """Close the trial runs a killed driver left that no Ray trial continues: KILLED, tagged
+    ``lost``; how many. ``keep``: the trial ids Ray's saved state holds; a run of any other
+    trial is lost, open or ended (a trial that started and ended between two of Ray's saves:
+    the search makes it again). None: every trial has ended, as at the end of a study; the
+    runs still open are lost."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(store.tracking_uri)
-    open_runs = records.read_runs(store, plan.experiment_id, records.study_filter(
-        plan.study, "attributes.status = 'RUNNING'"))
-    lost = [r for r in open_runs if records.is_trial_run(r)
+    if keep is None:
+        runs = records.read_runs(store, plan.experiment_id, records.study_filter(
+            plan.study, "attributes.status = 'RUNNING'"))
+    else:
+        runs = records.read_runs(store, plan.experiment_id, records.study_filter(plan.study))
+    lost = [r for r in runs if records.is_trial_run(r) and records.LOST not in r.data.tags
             and (keep is None or r.data.tags[records.TRIAL_ID] not in keep)]
     for r in lost:
         client.set_tag(r.info.run_id, records.LOST, LOST)
         client.set_terminated(r.info.run_id, "KILLED")
     return len(lost)
+
+
+def close_unknown_trials(study, known, name: str) -> int:
+    """The trials of Optuna ``study`` that the restored searcher does not know (``known``: its
+    trials), each asked for after Ray's last save by a driver killed before the next one: no
+    Ray trial will report to it, and the search makes its trial again. Each ends FAIL, with
+    the user attribute ``lost``, whether it was still RUNNING or had ended since (it started
+    and ended between two of Ray's saves: then its value leaves TPE's history, so that the
+    trial made again is drawn from the history it was drawn from). A point to evaluate among
+    them is queued again. One line each; how many."""
+    from optuna.trial import TrialState
+
+    ids = {t._trial_id for t in known}
+    backend = getattr(study._storage, "_backend", study._storage)  # past Optuna's cache
+    where = name.split("/", 2)[2] if name.count("/") >= 2 else "the search"
+    lost = [t for t in backend.get_all_trials(study._study_id, deepcopy=False)
+            if t._trial_id not in ids and t.state in (TrialState.RUNNING, TrialState.COMPLETE,
+                                                      TrialState.PRUNED)]
+    for t in lost:
+        if t.state == TrialState.RUNNING:
+            backend.set_trial_user_attr(t._trial_id, records.LOST, LOST)
+            backend.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        else:
+            _forget_ended(backend, t._trial_id)
+        fixed = t.system_attrs.get("fixed_params")
+        if fixed:
+            study.enqueue_trial(fixed)
+            log(f"{where}: the point to evaluate {format_params(fixed)} is evaluated again: "
+                f"its trial was lost with the driver")
+        else:
+            log(f"{where}: Optuna trial {t.number} closed (FAIL, lost): the driver was killed "
+                f"before Ray saved its trial; the split's next trial takes its place")
+    return len(lost)
+
+
+def _forget_ended(backend, trial_id: int) -> None:
+    """An ended Optuna trial made FAIL (``lost``), its values dropped. Optuna refuses to change
+    an ended trial, so this writes its relational storage's rows (the study's own SQLite or
+    PostgreSQL database)."""
+    import json
+
+    from optuna.storages._rdb import models
+    from optuna.trial import TrialState
+
+    session = backend.scoped_session()
+    try:
+        trial = models.TrialModel.find_or_raise_by_id(trial_id, session)
+        trial.state = TrialState.FAIL
+        session.query(models.TrialValueModel).filter_by(trial_id=trial_id).delete()
+        session.add(models.TrialUserAttributeModel(trial_id=trial_id, key=records.LOST,
+                                                   value_json=json.dumps(LOST)))
+        session.commit()
+    except Exception:
+        session.rollback()
+        raise
+    finally:
+        session.close()
 
 
 @dataclass(frozen=True)
@@ -208,7 +281,11 @@ def rung_events(store: Store, plan, metric: str, keys: list[str]) -> list[RungEv
 
 def rebuild_rungs(tuner, store: Store, plan) -> None:
     """The restored tuner's ASHA given back its rungs from the store, with one line."""
-    scheduler = tuner._local_tuner._tune_config.scheduler  # the pickled one, as it was built
+    local = getattr(tuner, "_local_tuner", None)  # none through a Ray client (ray://)
+    if local is None:
+        log("ASHA: its rungs cannot be rebuilt through a Ray client; it starts them afresh")
+        return
+    scheduler = local._tune_config.scheduler  # the pickled one, as it was built
     rebuild = getattr(scheduler, "rebuild", None)
     if rebuild is None:
         if scheduler is not None and type(scheduler).__name__ != "FIFOScheduler":

@@ -16,9 +16,7 @@ from ray.tune.schedulers import AsyncHyperBandScheduler
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from study import records
-from study._cli import format_params, log
-from study.resume import LOST
+from study.resume import close_unknown_trials
 from study.strata import of_config
 from trainables.tune_trainable import FINISHED, REPLAY
 
@@ -54,30 +52,6 @@ class StudySearch(OptunaSearch):
         again, so that it is the next trial here, as it would have been."""
         super().restore(checkpoint_path)
         close_unknown_trials(self._ot_study, self._ot_trials.values(), self._study_name)
-
-
-def close_unknown_trials(study, known, name: str) -> int:
-    """``study``'s RUNNING trials that are not in ``known`` ended FAIL (user attribute
-    ``lost``), each point to evaluate among them queued again; one line each; how many."""
-    import optuna
-
-    ids = {t._trial_id for t in known}
-    storage = study._storage
-    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-    lost = [t for t in running if t._trial_id not in ids]
-    where = name.split("/", 2)[2] if name.count("/") >= 2 else "the search"
-    for t in lost:
-        storage.set_trial_user_attr(t._trial_id, records.LOST, LOST)
-        storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
-        fixed = t.system_attrs.get("fixed_params")
-        if fixed:
-            study.enqueue_trial(fixed)
-            log(f"{where}: the point to evaluate {format_params(fixed)} is evaluated again: "
-                f"its trial was lost with the driver")
-        else:
-            log(f"{where}: Optuna trial {t.number} closed (FAIL, lost): the driver was killed "
-                f"before Ray saved its trial; the split's next trial takes its place")
-    return len(lost)
 
 
 class StratifiedSearch(Searcher):

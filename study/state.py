@@ -126,9 +126,14 @@ def repair_checkpoints(experiment_dir: Path) -> list[str]:
             continue
         manager = cloudpickle.loads(bytes.fromhex(manager_json["value"]))
         storage = cloudpickle.loads(bytes.fromhex(trial["storage"]["value"]))
+        if storage.trial_dir_name is None:  # saved PENDING before Ray first scheduled it
+            continue
         latest = manager._latest_checkpoint_result
-        named = Path(latest.checkpoint.path) if latest is not None else None
-        on_disk = [d for d in sorted(Path(storage.trial_fs_path).glob("checkpoint_*"))
+        # By name in the store as it is now (it may have moved since Ray saved its paths).
+        named = (Path(experiment_dir) / storage.trial_dir_name / Path(latest.checkpoint.path).name
+                 if latest is not None else None)
+        on_disk = [d for d in sorted((Path(experiment_dir) / storage.trial_dir_name
+                                      ).glob("checkpoint_*"))
                    if d == named or (d / REGISTERED).exists()]
         if on_disk and on_disk[-1] != named:
             from ray.train._internal.session import _TrainingResult
@@ -169,11 +174,13 @@ def continued_checkpoints(experiment_dir: Path) -> dict[str, str | None]:
         if trial.get("status") in ENDED:
             continue
         storage = cloudpickle.loads(bytes.fromhex(trial["storage"]["value"]))
+        if storage.trial_dir_name is None:  # saved PENDING before Ray first scheduled it
+            continue
         manager_json = runtime.get("checkpoint_manager")
         latest = None
         if isinstance(manager_json, dict):
             latest = cloudpickle.loads(bytes.fromhex(manager_json["value"])
                                        )._latest_checkpoint_result
-        out[Path(storage.trial_fs_path).name] = (
+        out[storage.trial_dir_name] = (
             Path(latest.checkpoint.path).name if latest is not None else None)
     return out

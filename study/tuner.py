@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
 
 from study._cli import log
 from study.checkpoints import sweep_checkpoints
@@ -69,6 +70,8 @@ def make_tuner(store: Store, plan: Plan, space: SearchSpace, resume: bool,
     if resume:  # stopped before Ray saved any state: nothing Ray knows of to continue
         log(f"study {plan.study} stopped before its first trial was saved; starting its trials")
         forget_unsaved_search(store, plan)
+    # A study of the same name the user deleted may have left its generations: never this one's.
+    shutil.rmtree(generations_dir(store, plan.study), ignore_errors=True)
     run_config = _run_config(store, plan, setup, status_every, callbacks)
     if plan.kind != "search":
         return _rerun_tuner(plan, space, trainable, run_config)
@@ -215,7 +218,7 @@ def _run_config(store: Store, plan: Plan, setup: TrialSetup, status_every: float
         checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
         failure_config=tune.FailureConfig(max_failures=2),
         callbacks=[
-            LatestCheckpointOnly(), SavedGenerations(generations_dir(store, plan.study)),
+            LatestCheckpointOnly(), SavedGenerations(),
             *([Progress(plan.epochs, plan.trials, plan.concurrency, status_every, plan.study,
                         disk=DiskFloor(str(store.root))), tracking] if callbacks else []),
         ],

@@ -10,6 +10,7 @@ order of arrival is fixed, so the comparison is exact.
 """
 
 import json
+import pickle
 import shutil
 import signal
 import time
@@ -19,11 +20,18 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 from optuna.distributions import FloatDistribution
+from optuna.trial import TrialState
 from test_faults import Study, check_complete, signal_group
 
 from study.checkpoints import sweep_checkpoints
-from study.resume import RungEvent, install_generation, keep_in_generation, save_generation
-from study.search import StratifiedASHA, StudyASHA, close_unknown_trials
+from study.resume import (
+    RungEvent,
+    close_unknown_trials,
+    install_generation,
+    keep_in_generation,
+    save_generation,
+)
+from study.search import StratifiedASHA, StudyASHA
 from study.state import REGISTERED, saved_state
 from trainables.errors import ConfigError
 from trainables.specs import FINAL_FILE
@@ -193,18 +201,29 @@ def test_a_torn_save_is_replaced_by_the_last_whole_generation(tmp_path, tear):
     assert sorted(p.name for p in gens.iterdir()) == ["gen-000002", "gen-000003"]  # two kept
 
 
-def test_a_lost_point_to_evaluate_is_asked_for_again():
-    study = optuna.create_study(direction="maximize")
-    study.enqueue_trial({"threshold": 0.0, "tau": 0.5})
+def test_a_lost_point_to_evaluate_is_asked_for_again(tmp_path):
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'optuna.db'}")
+    study = optuna.create_study(direction="maximize", storage=storage, study_name="s")
     space = {"threshold": FloatDistribution(-1, 0.9), "tau": FloatDistribution(0.1, 1.0)}
-    lost = study.ask(space)  # asked after Ray's last save: the restored searcher never saw it
-    known = study.ask(space)  # asked before it: the restored searcher holds it
+    known = study.ask(space)  # asked before Ray's last save: the restored searcher holds it
+    study.tell(known, 0.5)
+    saved = pickle.dumps(study)  # Ray's last save of the searcher, its Optuna study within
+    # Asked after it: a trial that started and ended before the kill, and the paper's point,
+    # still running when the driver was killed.
+    ended = study.ask(space)
+    study.tell(ended, 0.9)
+    study.enqueue_trial({"threshold": 0.0, "tau": 0.5})
+    lost = study.ask(space)
     assert lost.params == {"threshold": 0.0, "tau": 0.5}
-    assert close_unknown_trials(study, [known], "digits/s/K=4") == 1
-    closed = study.trials[lost.number]
-    assert closed.state.name == "FAIL" and "lost" in closed.user_attrs
-    assert study.trials[known.number].state.name == "RUNNING"
-    assert study.ask(space).params == {"threshold": 0.0, "tau": 0.5}
+    study = pickle.loads(saved)  # the driver killed, the searcher restored
+    assert close_unknown_trials(study, [known], "digits/s/K=4") == 2
+    trials = optuna.load_study(study_name="s", storage=storage).trials
+    for t in (ended, lost):
+        assert trials[t.number].state.name == "FAIL" and "lost" in trials[t.number].user_attrs
+        assert trials[t.number].value is None
+    assert trials[known.number].state.name == "COMPLETE"
+    assert [t.number for t in study.get_trials(states=(TrialState.COMPLETE,))] == [known.number]
+    assert study.ask(space).params == {"threshold": 0.0, "tau": 0.5}  # evaluated again
 
 
 def _bracket_decisions(scheduler, results) -> list[str]:
