@@ -116,23 +116,21 @@ def sweep_checkpoints(experiment_dir: Path, continued: dict[str, str | None]) ->
         checkpoints = sorted(trial_dir.glob("checkpoint_*"))
         if not checkpoints:
             continue
-        if trial_dir.name in continued:
-            keep, emptied = continued[trial_dir.name], None
-        else:
-            keep, emptied = checkpoints[-1].name, checkpoints[-1]
+        ended = trial_dir.name not in continued
+        keep = checkpoints[-1].name if ended else continued[trial_dir.name]
         for c in checkpoints:
-            if c.name == keep and c != emptied:
-                continue
-            for f in sorted(c.rglob("*"), reverse=True):
-                if c == emptied and f.parent == c and f.name in (FINAL_FILE, REGISTERED):
-                    continue
-                if f.is_file():
-                    freed += f.stat().st_size
-                    f.unlink()
-                else:
-                    f.rmdir()
-            if c != emptied:
+            if c.name != keep:
+                freed += sum(f.stat().st_size for f in c.rglob("*") if f.is_file())
                 shutil.rmtree(c, ignore_errors=True)
+            elif ended:  # the last one, emptied but for the trial's end
+                for f in sorted(c.rglob("*"), reverse=True):  # files before their folders
+                    if f.parent == c and f.name in (FINAL_FILE, REGISTERED):
+                        continue
+                    if f.is_file():
+                        freed += f.stat().st_size
+                        f.unlink()
+                    else:
+                        f.rmdir()
     return freed
 
 

@@ -4,7 +4,7 @@ that would have run without the stop. Every repair says so in one console line.
 Ray Tune saves its experiment state (the trial list), the search generator's state and the
 searcher's pickle together into a staging folder, then copies them into the store file by file,
 in no fixed order and not atomically: a driver killed in the middle leaves a cut file, or a
-searcher one save newer or older than the trial list. So, at each of Ray's saves, once the three
+searcher one save newer or older than the trial list. So, at each of Ray's saves, once they
 are whole in the staging folder and before the copy starts, ``SavedGenerations`` keeps them as
 one generation (a folder written under a temporary name, then renamed); ``--resume`` puts the
 newest generation back into the store before Ray reads it (``install_generation``).
@@ -14,10 +14,10 @@ Then, in order (``study.lifecycle`` and ``study.tuner``):
 - a trial run that Ray's state does not hold (the driver was killed between the trial's start
   and Ray's next save) is closed as lost (``close_lost_runs``); its Optuna trial is closed by the
   restored searcher, which queues a point to evaluate again where it was one
-  (``study.search.StudySearch.restore``);
+  (``close_unknown_trials``, from ``study.search.StudySearch.restore``);
 - ASHA's rungs are rebuilt from every trial's monitor values in the store, in the order they
   arrived (``rung_events``), so that the decisions after the resume are those the study would
-  have taken (``study.search.RebuiltRungs``).
+  have taken (``study.search.StudyASHA.rebuild``).
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def _generations_in(ray_dir, study: str) -> Path:
 
 
 class SavedGenerations(Callback):
-    """At each of Ray's saves, its three files kept as one whole generation.
+    """At each of Ray's saves, its files kept as one whole generation.
 
     Ray saves its callbacks' state right after it wrote the experiment state and the searcher
     into the staging folder, and before it copies them to the store: ``get_state`` is that

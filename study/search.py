@@ -131,7 +131,7 @@ class StudyASHA(AsyncHyperBandScheduler):
                 continue  # taken in when the continued trial reports its end
             decision = self.bracket(e.config).on_result(_Seen(e.trial_id), e.epoch,
                                                         self._metric_op * e.value)
-            if decision == TrialScheduler.STOP and not e.ended and e.epoch < self._max_t:
+            if decision == TrialScheduler.STOP and not e.ended:
                 self._stop_first.add(e.trial_id)
         return set(self._stop_first)
 
