@@ -1,0 +1,46 @@
+"""Hyperparameter studies of subsampled decoupled SimCLR, in layers (README, "How the code is
+laid out"): the commands here, then ``engine`` (running a study), ``records`` (what a study
+keeps), ``spaces`` (what a study searches), then ``trainables``. ``benchmarks`` stands apart.
+
+``OLD_PATHS``: where the modules of the flat layout went. Saved studies name them in their
+pickles, so the old names keep answering (``trainables.moved``)."""
+
+from trainables.moved import keep_old_paths
+
+OLD_PATHS = {
+    "study._cli": ("study.engine.console",),
+    "study.ashareplay": ("study.benchmarks.asha_monitor",),
+    "study.bookkeeping": ("study.benchmarks.bookkeeping",),
+    "study.checkpoints": ("study.engine.checkpoints",),
+    "study.cluster": ("study.engine.cluster",),
+    "study.compare": ("study.records.comparison",),
+    "study.exportfile": ("study.records.exported",),
+    "study.faketrial": ("study.benchmarks.fake_trial",),
+    "study.finish": ("study.engine.finish",),
+    "study.footprint": ("study.records.disk",),
+    "study.guard": ("study.engine.mlflow_retries", "study.records.disk"),
+    "study.lifecycle": ("study.engine.lifecycle",),
+    "study.logs": ("study.engine.library_logs",),
+    "study.measure": ("study.benchmarks.training_speed",),
+    "study.paper": ("trainables.paper",),
+    "study.pareto": ("study.records.pareto",),
+    "study.pipebench": ("study.benchmarks.pipeline_speed",),
+    "study.plan": ("study.records.plan", "study.engine.planning"),
+    "study.progress": ("study.engine.progress", "study.engine.search", "study.records.disk"),
+    "study.registry": ("study.engine.registry",),
+    "study.replicate": ("study.benchmarks.replicate",),
+    "study.report.data": ("study.report.gather",),
+    "study.resume": ("study.engine.resume",),
+    "study.search": ("study.engine.search", "study.engine.scheduler"),
+    "study.space": ("study.spaces.types",),
+    "study.spacefile": ("study.spaces.loading",),
+    "study.state": ("study.records.ray_state",),
+    "study.stop": ("study.engine.interrupts", "study.records.disk"),
+    "study.store": ("study.records.store", "study.records.browse"),
+    "study.strata": ("study.spaces.strata", "study.records.plan"),
+    "study.summary": ("study.engine.summary",),
+    "study.tracking": ("study.engine.tracking",),
+    "study.tuner": ("study.engine.tuner",),
+    "study.uibench": ("study.benchmarks.ui_speed",),
+}
+keep_old_paths(OLD_PATHS)

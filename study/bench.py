@@ -18,8 +18,7 @@ from pathlib import Path
 
 import torch
 
-from study._cli import log, parser, print_json, run
-from study.measure import (
+from study.benchmarks.training_speed import (
     CASES,
     bench_augment,
     bench_checkpoints,
@@ -29,8 +28,9 @@ from study.measure import (
     sync,
     synthetic_bundle,
 )
+from study.engine.console import log, parser, print_json, run
 from trainables.config import TrainConfig
-from trainables.train import Trainer, resolve_device
+from trainables.trainer import Trainer, resolve_device
 
 
 def bench_tune(quick: bool, repeats: int, epochs: int | None = None) -> dict:
@@ -41,8 +41,8 @@ def bench_tune(quick: bool, repeats: int, epochs: int | None = None) -> dict:
     a shared machine's load falls on both; the medians are compared. Ray starts once, first."""
     from mlflow.tracking import MlflowClient
 
-    from study.cluster import init_ray
-    from study.store import Store
+    from study.engine.cluster import init_ray
+    from study.records.store import Store
 
     epochs = epochs or (8 if quick else 20)
     linear_epochs = 30
@@ -51,8 +51,8 @@ def bench_tune(quick: bool, repeats: int, epochs: int | None = None) -> dict:
     # --out` does: the difference is what the trial adds (Tune's reports and checkpoints).
     code = (
         "import tempfile, time, torch; import trainables.tune_trainable; "
-        "from trainables.config import TrainConfig; from trainables.train import Trainer; "
-        "from trainables.report import final_report; t = time.perf_counter(); "
+        "from trainables.config import TrainConfig; from trainables.trainer import Trainer; "
+        "from trainables.results import final_report; t = time.perf_counter(); "
         f"tr = Trainer(TrainConfig(dataset='digits', K=2, threshold=0.0, epochs={epochs}, "
         "batch_size=128, device='cpu')); tr.fit(); "
         "d = tempfile.TemporaryDirectory(); "
@@ -68,7 +68,7 @@ def bench_tune(quick: bool, repeats: int, epochs: int | None = None) -> dict:
             space = os.path.join(d, "space.yaml")
             with open(space, "w") as f:
                 f.write(_BENCH_SPACE.format(epochs=epochs, linear_epochs=linear_epochs))
-            from study.records import is_trial_run, study_filter
+            from study.records.trials import is_trial_run, study_filter
 
             client = MlflowClient(store.tracking_uri)
             for r in range(repeats):
@@ -86,7 +86,7 @@ def bench_tune(quick: bool, repeats: int, epochs: int | None = None) -> dict:
                                                             study_filter(f"bench{r}"))
                           if is_trial_run(run)]
                 trials.append(run.data.metrics["wall_time_s"])
-            from study.footprint import study_footprint
+            from study.records.disk import study_footprint
 
             footprint = study_footprint(store, "bench0", "digits")  # what an ended study holds
     finally:
@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     device = resolve_device(args.device)
     if args.bookkeeping:
-        from study.bookkeeping import bookkeeping
+        from study.benchmarks.bookkeeping import bookkeeping
 
         result = bookkeeping(args.trials, args.epochs or 20, args.K, args.tracking_uri,
                              args.concurrency, ui=not args.no_ui, root=args.keep,
@@ -240,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
             print_json(result)
         return 0
     if args.monitor:
-        from study.measure import bench_monitor
+        from study.benchmarks.training_speed import bench_monitor
 
         result = bench_monitor(args.dataset, args.data_dir, args.configs, args.epochs or 3,
                                args.monitor_images, args.subset, args.width, device)
@@ -280,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     result["augment_speedup"] = result["augment"]["speedup"]
     result["subsample_overhead"] = result["subsample"]["overhead"]
     if args.pipeline:
-        from study.pipebench import bench_pipeline
+        from study.benchmarks.pipeline_speed import bench_pipeline
 
         result["pipeline"] = bench_pipeline(device, args.quick, min(repeats, 3))
         for key in ("pipeline_speedup", "pipeline_ideal", "pipeline_bubble"):

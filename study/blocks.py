@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from study._cli import parser, print_json, run
+from study.engine.console import parser, print_json, run
 from trainables.cost import block_costs, cost_summary
 from trainables.data import SPECS, dataset_spec
 from trainables.models import ARCHS, HEADS, DecoupledResNet

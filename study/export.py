@@ -11,9 +11,9 @@ from pathlib import Path
 
 import yaml
 
-from study._cli import log, parser, run
-from study.exportfile import export, load_export, points  # noqa: F401 (the file's API)
-from study.store import Store
+from study.engine.console import log, parser, run
+from study.records.exported import export, load_export, points  # noqa: F401 (the file's API)
+from study.records.store import Store
 from trainables.specs import SPECS
 
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from study._cli import log, parser, print_json, run, threshold_arg
+from study.engine.console import log, parser, print_json, run, threshold_arg
 from trainables.errors import ConfigError
 from trainables.plots import plot_spectra
-from trainables.toy import COLLAPSE_CUTOFF, ToyConfig, train_toy
+from trainables.toy_model import COLLAPSE_CUTOFF, ToyConfig, train_toy
 
 DEFAULTS = ToyConfig()
 

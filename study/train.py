@@ -13,16 +13,16 @@ import functools
 from dataclasses import fields
 from pathlib import Path
 
-from study._cli import log, parser, print_json, run, threshold_arg
-from study.exportfile import load_export
+from study.engine.console import log, parser, print_json, run, threshold_arg
+from study.records.exported import load_export
 from trainables.config import TrainConfig
 from trainables.data import SPECS
 from trainables.evaluation import LINEAR_EPOCHS
 from trainables.losses import SUBSAMPLE_MODES
 from trainables.models import ARCHS
 from trainables.pipeline import PipelinedTrainer, check_stages
-from trainables.report import final_report
-from trainables.train import Trainer
+from trainables.results import final_report
+from trainables.trainer import Trainer
 
 DEFAULTS = TrainConfig()
 

@@ -11,21 +11,21 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from study._cli import log, run
-from study.plan import Plan, new_plan, parse_study_args
-from study.store import Store
+from study.engine.console import log, run
+from study.records.plan import Plan, new_plan, parse_study_args
+from study.records.store import Store
 from trainables.errors import ConfigError, DataError
 
 
 def main(argv: list[str] | None = None) -> int:
     """0: the study is complete; 130: stopped (Ctrl-C) and resumable; 1: stopped by a fault
     (one line says which), resumable once it is fixed; 2: bad input."""
-    from study import guard, lifecycle, stop
+    from study.engine import interrupts, lifecycle, mlflow_retries
 
     args = parse_study_args(argv, __doc__)
     store = Store.at(args.store, args.tracking_uri)
-    guard.quiet_http_retries()
-    with stop.handling_ctrl_c():
+    mlflow_retries.quiet_http_retries()
+    with interrupts.handling_ctrl_c():
         # Everything that can be checked without Ray is checked before it starts.
         if args.resume:
             plan = Plan.load(store, args.study_name or store.latest_study(args.dataset))
@@ -40,14 +40,14 @@ def main(argv: list[str] | None = None) -> int:
                                  args.cpus_per_trial, args.status_every)
         except KeyboardInterrupt:
             return lifecycle.stopped(store, plan, "interrupted", code=130)
-        except stop.StudyStopped as e:
+        except interrupts.StudyStopped as e:
             return lifecycle.stopped(store, plan, e.reason, code=130 if e.interrupted else 1)
         except (ConfigError, DataError):
-            raise  # bad input: one line from study._cli.run
+            raise  # bad input: one line from study.engine.console.run
         except Exception as e:  # Ray Tune wraps what a callback raised in its own errors
-            stopped = stop.stopped_by(e, store.root) or guard.unreachable(e, store.tracking_uri)
+            stopped = interrupts.stopped_by(e, store.root) or mlflow_retries.unreachable(e, store.tracking_uri)
             if stopped is None:  # anything else: one line here, the traceback in the log file
-                stopped = stop.StudyStopped(failure_line(e, store.log_file(plan.study)))
+                stopped = interrupts.StudyStopped(failure_line(e, store.log_file(plan.study)))
             return lifecycle.stopped(store, plan, stopped.reason,
                                      code=130 if stopped.interrupted else 1)
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import os
 
-from study._cli import log, parser, run
-from study.store import Store, experiments, runs_url, ui_command
+from study.engine.console import log, parser, run
+from study.records.store import Store, experiments, runs_url, ui_command
 
 
 def main(argv: list[str] | None = None) -> int:

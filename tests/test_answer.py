@@ -14,16 +14,16 @@ import pytest
 from mlflow.tracking import MlflowClient
 from test_records import _run as make_run
 
-from study import records
-from study.compare import compare_points
-from study.exportfile import export
-from study.pareto import finished_points, front
-from study.plan import Plan
-from study.records import best_per_split, read_trials, study_rows
+from study.engine.summary import print_table
+from study.records import trials as records
+from study.records.comparison import compare_points
+from study.records.exported import export
+from study.records.pareto import finished_points, front
+from study.records.plan import Plan
+from study.records.store import Store
+from study.records.trials import best_per_split, read_trials, study_rows
 from study.report import data, tables
-from study.spacefile import load_space, space_path
-from study.store import Store
-from study.summary import print_table
+from study.spaces.loading import load_space, space_path
 
 OBJECTIVES = [[records.LINEAR_VAL, "max"], ["max_block_head_macs", "min"]]
 ANSWER = {2: "a", 4: "c"}  # each split's best finished trial on validation accuracy

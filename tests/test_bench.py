@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from study.bench import bench_tune, common_rate, main
-from study.measure import bench_subsample
+from study.benchmarks.training_speed import bench_subsample
 
 
 def test_subsample_overhead_sees_a_slowdown_injected_into_eq5(monkeypatch):
-    import study.measure as measure
+    import study.benchmarks.training_speed as measure
 
     real = measure.contrastive_loss
 
@@ -91,7 +91,7 @@ def test_tune_overhead_compares_alternating_runs(ray_session):
 
 
 def test_the_pipeline_bench_reports_its_figures_consistently():
-    from study.pipebench import bench_pipeline
+    from study.benchmarks.pipeline_speed import bench_pipeline
 
     out = bench_pipeline(torch.device("cpu"), True, repeats=1, stages=2, K=4, steps=4)
     assert out["pipeline_speedup"] == pytest.approx(
@@ -106,7 +106,7 @@ def test_the_pipeline_bench_reports_its_figures_consistently():
 def test_asha_replay_follows_rays_rule_and_compares_the_monitors():
     """Ray's ASHA on recorded monitor values: a trial below the 75th percentile of those that
     reached the rung before it stops; the same curves decide alike in every order."""
-    from study.ashareplay import replay, stopped
+    from study.benchmarks.asha_monitor import replay, stopped
 
     curves = [[0.1], [0.2], [0.3], [0.4]]
     assert stopped(curves, [3, 2, 1, 0], grace_period=1, max_t=2) == {0, 1, 2}

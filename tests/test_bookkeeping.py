@@ -4,8 +4,8 @@ trials whose trainable trains nothing, every result in MLflow, then every reader
 import pytest
 from mlflow.tracking import MlflowClient
 
-from study.bookkeeping import readers, run_study
-from study.records import read_trials
+from study.benchmarks.bookkeeping import readers, run_study
+from study.records.trials import read_trials
 
 
 @pytest.mark.slow
@@ -27,7 +27,7 @@ def test_a_bookkeeping_study_of_50_trials_runs_end_to_end(ray_session, tmp_path)
     assert all(v > 0 for v in figures.values())
     assert client.get_run(plan.parent_run_id).info.status == "FINISHED"
     # --copies: the same trials three times, each copy a trial of its own, with its curves.
-    from study.replicate import replicate
+    from study.benchmarks.replicate import replicate
 
     assert replicate(store, plan, 3) == 150
     copied = read_trials(store, plan.dataset, plan.study)

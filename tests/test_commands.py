@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from study import blocks, train
-from study.store import Store
+from study.records.store import Store
 from trainables.errors import ConfigError
 
 EXPORT = {
@@ -128,7 +128,7 @@ def test_a_bare_resume_takes_the_latest_study_of_the_dataset(tmp_path):
 def test_resources_refuse_more_cpus_than_the_cluster_has(monkeypatch):
     import ray
 
-    from study.cluster import resources
+    from study.engine.cluster import resources
 
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 2.0})
     with pytest.raises(ConfigError, match="--cpus-per-trial 4 exceeds the cluster's 2 CPUs"):
@@ -138,7 +138,7 @@ def test_resources_refuse_more_cpus_than_the_cluster_has(monkeypatch):
 def test_a_study_prepares_its_data_before_ray_starts(tmp_path, monkeypatch):
     """The driver fetches the data once; a data set it cannot get stops the study in one line
     before Ray starts or any trial could race on a download."""
-    import study.lifecycle as lifecycle
+    import study.engine.lifecycle as lifecycle
     import study.tune as tune_command
     from trainables.errors import DataError
 
@@ -158,7 +158,7 @@ def test_a_study_prepares_its_data_before_ray_starts(tmp_path, monkeypatch):
 def test_the_commands_that_read_a_study_never_import_torch():
     """export and report read MLflow: torch and torchvision would add seconds to each start
     (study.bench --bookkeeping times them as commands)."""
-    code = ("import sys, study.export, study.report.__main__, study.summary; "
+    code = ("import sys, study.export, study.report.__main__, study.engine.summary; "
             "print(sorted(m for m in ('torch', 'torchvision') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
@@ -170,7 +170,7 @@ def test_a_reader_command_runs_without_the_cyclic_collector():
     they make, and the collector's scans cost about a second (study.bench --bookkeeping)."""
     import gc
 
-    from study._cli import run
+    from study.engine.console import run
 
     seen = []
     try:

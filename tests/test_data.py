@@ -15,7 +15,7 @@ import trainables.data as data_module
 from trainables.config import TrainConfig
 from trainables.data import DEBIAN_FMNIST, FMNIST_FILES, load_data, prepare_data
 from trainables.errors import DataError
-from trainables.train import Trainer
+from trainables.trainer import Trainer
 
 RNG = np.random.default_rng(0)
 

@@ -13,9 +13,9 @@ from trainables.config import TrainConfig
 from trainables.evaluation import effective_rank, linear_eval, linear_probes, spectrum
 from trainables.features import pooled_features
 from trainables.models import DecoupledResNet
-from trainables.report import final_report
-from trainables.toy import AUGMENTED, ToyConfig, train_toy
-from trainables.train import Trainer
+from trainables.results import final_report
+from trainables.toy_model import AUGMENTED, ToyConfig, train_toy
+from trainables.trainer import Trainer
 
 
 def _blobs(n, d=20, classes=4, seed=0, shuffle_labels=False):

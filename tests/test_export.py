@@ -6,7 +6,7 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 from study.export import export, load_export, main
-from study.store import Store
+from study.records.store import Store
 from trainables.errors import ConfigError
 
 # (trial, K, T, tau, linear val, linear test, kNN val, tag): validation and test disagree.

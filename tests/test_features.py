@@ -7,7 +7,7 @@ import torch
 
 from trainables.config import TrainConfig
 from trainables.features import knn_accuracy, pooled_features
-from trainables.train import Trainer
+from trainables.trainer import Trainer
 
 
 def _naive_knn(bank, bank_labels, queries, query_labels, k, temperature, num_classes):

@@ -8,7 +8,7 @@ from trainables.config import TrainConfig
 from trainables.cost import block_costs, max_block_macs
 from trainables.errors import ConfigError
 from trainables.models import DecoupledResNet, LocalHead, MLPHead, split_points
-from trainables.train import Trainer
+from trainables.trainer import Trainer
 
 TABLE_3 = {
     4: [(2, 1), (3, 1), (3, 5)],

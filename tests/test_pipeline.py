@@ -22,7 +22,7 @@ from trainables.pipeline import (
     even_partition,
     plan_partition,
 )
-from trainables.train import Trainer
+from trainables.trainer import Trainer
 
 CFG = dict(dataset="digits", K=4, threshold=0.2, batch_size=64, subset=256, device="cpu",
            monitor_images=100)
@@ -106,7 +106,7 @@ import sys, time
 import torch
 from trainables.config import TrainConfig
 from trainables.pipeline import PipelinedTrainer
-from trainables.train import Trainer
+from trainables.trainer import Trainer
 
 if __name__ == "__main__":
     torch.set_num_threads(1)
@@ -208,9 +208,9 @@ def test_a_study_of_pipelined_trials_tracks_and_retries_them(ray_session, tmp_pa
     and no epoch trained twice."""
     from mlflow.tracking import MlflowClient
 
-    from study.store import Store
+    from study.engine.tuner import FAIL_ONCE_ENV
+    from study.records.store import Store
     from study.tune import main
-    from study.tuner import FAIL_ONCE_ENV
 
     monkeypatch.setenv(FAIL_ONCE_ENV, "2")
     space = tmp_path / "stages.yaml"

@@ -8,10 +8,10 @@ import pytest
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
-from study import records
-from study.pareto import finished_points, front
-from study.records import rank_key, ranked, read_trials
-from study.store import Store
+from study.records import trials as records
+from study.records.pareto import finished_points, front
+from study.records.store import Store
+from study.records.trials import rank_key, ranked, read_trials
 
 
 def _run(client, exp, trial_id, status="FINISHED", tags=None, metrics=None, steps=2,
@@ -95,7 +95,7 @@ def test_registering_the_best_encoder_never_reopens_its_trial_run(tmp_path, monk
     import mlflow.pytorch
     import torch
 
-    from study.registry import register_best
+    from study.engine.registry import register_best
     from trainables.models import DecoupledResNet
     from trainables.specs import ENCODER_FILE, dataset_spec
 
@@ -130,7 +130,7 @@ def test_the_store_writes_through_a_write_ahead_log_except_on_a_network_disk(tmp
                                                                                monkeypatch):
     import sqlite3
 
-    from study import store as store_module
+    from study.records import store as store_module
 
     def journal(db):
         connection = sqlite3.connect(db)
@@ -152,7 +152,7 @@ def test_the_store_writes_through_a_write_ahead_log_except_on_a_network_disk(tmp
 def test_the_file_system_type_is_the_longest_mount_point_above_a_path(tmp_path):
     from pathlib import Path
 
-    from study.store import filesystem_type
+    from study.records.store import filesystem_type
 
     mounts = tmp_path / "mounts"
     mounts.write_text("/dev/vda / ext4 rw 0 0\nserver:/home /home nfs4 rw 0 0\n"

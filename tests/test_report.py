@@ -10,10 +10,10 @@ from urllib.parse import urlparse
 import pytest
 from mlflow.tracking import MlflowClient
 
+from study.records.ray_state import REGISTERED
+from study.records.store import Store
 from study.report import grid_table, load_study
 from study.report.__main__ import main as report
-from study.state import REGISTERED
-from study.store import Store
 from study.tune import main as tune
 from trainables.errors import ConfigError
 from trainables.tune_trainable import FINAL_FILE
@@ -79,14 +79,14 @@ def test_grid_runs_every_cell_once_per_seed_to_its_end(grid_study):
         assert r.data.tags["weights_kept"] == str(kept).lower(), i
         assert ("encoder_state_dict.pt" in files) == kept, (i, files)
         assert "metrics.json" in files  # the rest of the report stays
-    from study.footprint import study_footprint
+    from study.records.disk import study_footprint
 
     disk = study_footprint(store, "g", "digits")
     best_dir = Path(urlparse(ranked[0].info.artifact_uri).path)
     assert disk["kept_encoders"] == 2
     assert disk["encoders"] == 2 * (best_dir / "encoder_state_dict.pt").stat().st_size
     # Every trial ended: its checkpoint holds only the result it ended with (and the mark that
-    # the driver registered it, study.state.REGISTERED).
+    # the driver registered it, study.records.ray_state.REGISTERED).
     assert {f.name for f in (store.ray_dir / "g").rglob("checkpoint_*/*")} == {FINAL_FILE,
                                                                                REGISTERED}
 

@@ -7,15 +7,15 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from study.pareto import Point
-from study.records import TrialRecord
+from study.records.pareto import Point
+from study.records.trials import TrialRecord
 from study.report import StudyRecord, data, figures, grid_table, importances, tables
 from trainables.plots import draw_kept_ratios  # sets the Agg backend: files only, no screen
 
 
 def trial(tid, K=4, T=None, seed=0, val=0.8, test=0.78, knn=0.75, status="FINISHED", tau=0.5,
           tags=None, **metrics):
-    """A trial run as ``study.records.read_trials`` gives it back; a failed one has no final
+    """A trial run as ``study.records.trials.read_trials`` gives it back; a failed one has no final
     metrics."""
     done = status == "FINISHED"
     return TrialRecord(

@@ -8,7 +8,6 @@ import tarfile
 from pathlib import Path
 
 import pytest
-
 from test_faults import Study, check_complete, check_resume_of_a_complete_study_changes_nothing
 
 DATA = Path(__file__).resolve().parent / "data"

@@ -1,7 +1,7 @@
 """Several studies at once against one MLflow tracking server on PostgreSQL (Debian's
 ``postgresql``): three drivers, each with its own Ray and its own trials, lose nothing.
 
-The drivers run the bookkeeping benchmark's study (``study.bookkeeping``: the real driver, Ray
+The drivers run the bookkeeping benchmark's study (``study.benchmarks.bookkeeping``: the real driver, Ray
 Tune, Optuna, ASHA and our tracking; trials that report without training), so that the test is
 about the store, in seconds. Skipped, with the reason, where PostgreSQL or psycopg2 is missing.
 """
@@ -18,15 +18,15 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from study.records import read_trials
-from study.store import Store
-from study.uibench import free_port, wait_http
+from study.benchmarks.ui_speed import free_port, wait_http
+from study.records.store import Store
+from study.records.trials import read_trials
 
 DRIVER = """
 import json, sys
 from pathlib import Path
-from study.bookkeeping import run_study
-from study.cluster import init_ray
+from study.benchmarks.bookkeeping import run_study
+from study.engine.cluster import init_ray
 init_ray(None)
 study = run_study(Path(sys.argv[1]), sys.argv[2], sys.argv[3], trials=8, epochs=1, K=2,
                   concurrency=2, callbacks=True, keep_weights=1)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from study.spacefile import load_space, space_path
+from study.spaces.loading import load_space, space_path
 from trainables.errors import ConfigError
 
 PAPER_POINT = {"fmnist": 0.3, "cifar10": 0.0, "stl10": -0.4, "digits": 0.0}
@@ -116,7 +116,7 @@ def test_bad_space_names_file_key_and_allowed(tmp_path, old, new, message):
 
 @pytest.mark.parametrize("dataset", ["digits", "fmnist", "cifar10", "stl10"])
 def test_shipped_pareto_spaces_search_heads_slope_and_cost(dataset):
-    from study.spacefile import resolve_space
+    from study.spaces.loading import resolve_space
 
     space = load_space(resolve_space(f"{dataset}-pareto"))
     assert space.dataset == dataset
@@ -129,7 +129,7 @@ def test_shipped_pareto_spaces_search_heads_slope_and_cost(dataset):
 
 
 def test_unknown_space_name_lists_the_shipped_ones():
-    from study.spacefile import resolve_space
+    from study.spaces.loading import resolve_space
 
     with pytest.raises(ConfigError, match="--space 'fmnist-pareo' is neither a file nor a "
                                           "shipped space; shipped: cifar10, cifar10-pareto"):

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from study import stop
-from study.guard import GuardedClient
-from study.state import saved_state
+from study.engine import interrupts
+from study.engine.mlflow_retries import GuardedClient
+from study.records.ray_state import saved_state
 from trainables.errors import ConfigError
 
 
@@ -57,16 +57,16 @@ def test_a_cut_short_state_is_one_line(tmp_path):
 
 def test_ctrl_c_is_held_back_while_the_record_is_written():
     done = []
-    with stop.handling_ctrl_c():
+    with interrupts.handling_ctrl_c():
         with pytest.raises(KeyboardInterrupt):
-            with stop.deferred():
+            with interrupts.deferred():
                 signal.raise_signal(signal.SIGINT)
                 done.append("the block went on")
-        assert done and stop.requested()
+        assert done and interrupts.requested()
 
 
 def test_outside_tune_ctrl_c_raises_at_once():
-    with stop.handling_ctrl_c(), pytest.raises(KeyboardInterrupt):
+    with interrupts.handling_ctrl_c(), pytest.raises(KeyboardInterrupt):
         signal.raise_signal(signal.SIGINT)
 
 
@@ -78,16 +78,16 @@ def _drop_a_press() -> None:
     obj = Dropped()
     ref = weakref.ref(obj, lambda _: signal.raise_signal(signal.SIGINT))
     del obj
-    assert ref() is None and stop.requested()  # the code went on past the press
+    assert ref() is None and interrupts.requested()  # the code went on past the press
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_a_ctrl_c_python_dropped_still_stops_the_study_before_tune():
     """Seen in CI: the press landed in importlib's module-lock weakref callback, Python printed
     "Exception ignored in" and the study ran every trial and exited 0."""
-    with stop.handling_ctrl_c():
+    with interrupts.handling_ctrl_c():
         _drop_a_press()
-        with pytest.raises(KeyboardInterrupt), stop.tune_running():
+        with pytest.raises(KeyboardInterrupt), interrupts.tune_running():
             raise AssertionError("Tune ran after a Ctrl-C")
 
 
@@ -95,11 +95,11 @@ def test_a_ctrl_c_python_dropped_still_stops_the_study_before_tune():
 def test_a_press_dropped_as_tune_starts_asks_tune_to_stop_at_its_first_step():
     asked = []
     try:
-        with stop.handling_ctrl_c(), stop.tune_running():
+        with interrupts.handling_ctrl_c(), interrupts.tune_running():
             _drop_a_press()  # before Tune installed its handler: raised, and dropped
             signal.signal(signal.SIGUSR1, lambda *_: asked.append("stop"))  # Tune's loop starts
-            stop.relay()
-            stop.relay()  # once is the request
+            interrupts.relay()
+            interrupts.relay()  # once is the request
     finally:
         signal.signal(signal.SIGUSR1, signal.SIG_DFL)
     assert asked == ["stop"]
@@ -138,14 +138,14 @@ def test_an_unreachable_server_is_waited_for_and_said(capsys):
 def test_waiting_ends_in_a_resumable_stop(capsys):
     client = GuardedClient(Flaky(10**6, _unreachable()), "http://x:1", wait_s=0,
                            sleep=lambda s: None)
-    with pytest.raises(stop.StudyStopped, match="did not answer") as e:
+    with pytest.raises(interrupts.StudyStopped, match="did not answer") as e:
         client.log_batch("r")
     assert not e.value.interrupted
 
 
 def test_a_full_disk_is_one_reason_and_other_errors_pass():
     full = GuardedClient(Flaky(1, OSError(errno.ENOSPC, "No space left on device")), "sqlite:///x")
-    with pytest.raises(stop.StudyStopped, match="no space left on device"):
+    with pytest.raises(interrupts.StudyStopped, match="no space left on device"):
         full.log_batch("r")
     other = GuardedClient(Flaky(1, ValueError("bad metric")), "sqlite:///x")
     with pytest.raises(ValueError):
@@ -155,14 +155,14 @@ def test_a_full_disk_is_one_reason_and_other_errors_pass():
 def test_a_stop_raised_in_a_callback_is_found_inside_rays_error():
     try:
         try:
-            raise stop.StudyStopped("no space left on device under /s")
+            raise interrupts.StudyStopped("no space left on device under /s")
         except Exception:
             raise RuntimeError("Traceback ...")  # noqa: B904  (as Ray raises its TuneError)
     except RuntimeError as wrapped:
-        assert stop.stopped_by(wrapped, "/s").reason == "no space left on device under /s"
-    assert stop.stopped_by(OSError(errno.ENOSPC, "full"), "/s").reason.startswith(
+        assert interrupts.stopped_by(wrapped, "/s").reason == "no space left on device under /s"
+    assert interrupts.stopped_by(OSError(errno.ENOSPC, "full"), "/s").reason.startswith(
         "no space left on device under /s")
-    assert stop.stopped_by(ValueError("x"), "/s") is None
+    assert interrupts.stopped_by(ValueError("x"), "/s") is None
 
 
 TRAINABLE = """
@@ -187,7 +187,7 @@ KILLED_IN_COMPLETE = TRAINABLE + """
 import ray
 from ray.tune.schedulers import ASHAScheduler
 
-from study.checkpoints import LatestCheckpointOnly
+from study.engine.checkpoints import LatestCheckpointOnly
 
 class Die(tune.Callback):
     def on_trial_complete(self, iteration, trials, trial, **info):
@@ -206,7 +206,7 @@ tune.Tuner(trainable, tune_config=tune.TuneConfig(
 
 @pytest.mark.slow
 def test_a_driver_killed_while_a_trial_ends_resumes_it(ray_session, tmp_path):
-    """A trial's previous checkpoint is deleted when the next arrives (study.checkpoints), and
+    """A trial's previous checkpoint is deleted when the next arrives (study.engine.checkpoints), and
     Ray saves the state naming it seconds later: the repaired state restores the trial from
     what is on disk."""
     import os
@@ -215,7 +215,7 @@ def test_a_driver_killed_while_a_trial_ends_resumes_it(ray_session, tmp_path):
 
     from ray import tune
 
-    from study.state import repair_checkpoints
+    from study.records.ray_state import repair_checkpoints
 
     res = subprocess.run([sys.executable, "-c", KILLED_IN_COMPLETE, str(tmp_path)],
                          capture_output=True, text=True, timeout=300,
@@ -245,7 +245,7 @@ def test_a_driver_killed_while_a_trial_ends_resumes_it(ray_session, tmp_path):
 def test_each_trial_keeps_its_latest_checkpoint_only(ray_session, tmp_path):
     from ray import tune
 
-    from study.checkpoints import LatestCheckpointOnly
+    from study.engine.checkpoints import LatestCheckpointOnly
 
     exec_globals: dict = {}
     exec(TRAINABLE, exec_globals)
@@ -277,17 +277,17 @@ def test_any_other_failure_is_one_line_with_its_traceback_in_the_log(tmp_path):
 def test_a_stop_in_on_trial_complete_reaches_the_driver_through_the_next_failure_hook():
     """Ray turns what on_trial_complete raises into a trial failure and calls on_trial_recover
     (or on_trial_error), which it lets through: the stop is raised again there."""
-    from study.tracking import MlflowTracking
+    from study.engine.tracking import MlflowTracking
 
     tracking = MlflowTracking.__new__(MlflowTracking)
     tracking._stop = None
 
     def complete(trial):
-        raise stop.StudyStopped("no space left on device while MLflow wrote")
+        raise interrupts.StudyStopped("no space left on device while MLflow wrote")
 
     tracking._complete = complete
-    with pytest.raises(stop.StudyStopped):
+    with pytest.raises(interrupts.StudyStopped):
         tracking.on_trial_complete(0, [], object())
-    with pytest.raises(stop.StudyStopped, match="no space left"):
+    with pytest.raises(interrupts.StudyStopped, match="no space left"):
         tracking.on_trial_recover(0, [], object())
     tracking._raise_stop()  # raised once: nothing left

@@ -1,5 +1,5 @@
 """Strata: each split its own share of the trials, its own Optuna study and its own ASHA
-brackets; and the searched T against the paper's T over seeds (study.compare)."""
+brackets; and the searched T against the paper's T over seeds (study.records.comparison)."""
 
 from types import SimpleNamespace
 
@@ -7,12 +7,12 @@ import optuna
 import pytest
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
-from study.compare import comparison, comparison_table
-from study.records import TrialRecord
-from study.search import StratifiedASHA, StratifiedSearch, StudySearch
-from study.spacefile import load_space, space_path
-from study.strata import optuna_study_name, paper_points, shares, strata_of
-from study.tuner import optuna_space
+from study.engine.search import StratifiedASHA, StratifiedSearch, StudySearch
+from study.engine.tuner import optuna_space
+from study.records.comparison import comparison, comparison_table
+from study.records.trials import TrialRecord
+from study.spaces.loading import load_space, space_path
+from study.spaces.strata import optuna_study_name, paper_points, shares, strata_of
 
 
 def searcher(storage: str, strata: list[dict], trials: int, points: list[dict]):
@@ -187,10 +187,10 @@ def searched(tmp_path):
     from mlflow.entities import Metric, Param
     from mlflow.tracking import MlflowClient
 
-    from study.store import Store
+    from study.records.store import Store
 
     store = Store.at(tmp_path / "mlruns")
-    from study.plan import Plan
+    from study.records.plan import Plan
 
     store.save_study("s", Plan(
         study="s", dataset="digits", space_file=str(space_path("digits")), budget="smoke",
@@ -212,7 +212,7 @@ def searched(tmp_path):
 
 
 def test_compare_points_pair_each_splits_best_with_the_papers_point(searched):
-    from study.compare import compare_points
+    from study.records.comparison import compare_points
 
     points, arms = compare_points(searched, "digits", "s", load_space(space_path("digits")))
     base = {"dataset": "digits", "arch": "resnet18", "width": 0.25, "epochs": 3}
@@ -226,8 +226,8 @@ def test_compare_points_pair_each_splits_best_with_the_papers_point(searched):
 
 
 def test_a_comparison_runs_on_fresh_seeds_never_the_searchs_own(searched):
-    from study.plan import new_plan
-    from study.plan import parse_study_args as parse_args
+    from study.records.plan import new_plan
+    from study.records.plan import parse_study_args as parse_args
     from trainables.errors import ConfigError
 
     args = ["--dataset", "digits", "--compare", "s", "--seeds", "2", "--store",
@@ -242,7 +242,7 @@ def test_a_comparison_runs_on_fresh_seeds_never_the_searchs_own(searched):
 
 
 def test_the_comparison_shows_T_to_3_digits_whether_a_number_or_mlflow_text():
-    from study.compare import _g
+    from study.records.comparison import _g
 
     assert _g(0.7866811582065296) == _g("0.7866811582065296") == "0.787"
     assert _g("0.5") == "0.5" and _g(None) == "None" and _g("None") == "None"

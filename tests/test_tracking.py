@@ -12,8 +12,8 @@ from mlflow.tracking import MlflowClient
 from ray import tune
 
 import trainables.tune_trainable as tt
-from study.store import Store
-from study.tracking import MlflowTracking
+from study.engine.tracking import MlflowTracking
+from study.records.store import Store
 
 BASE = dict(dataset="digits", arch="resnet18", width=0.125, K=2, threshold=0.0, epochs=2,
             batch_size=128, subset=300, device="cpu")
@@ -223,13 +223,13 @@ def test_a_killed_driver_logs_the_epochs_it_lacked_from_the_replay(trial, tmp_pa
 
 
 def test_epochs_are_written_together_and_all_of_them_by_the_end(trial, tmp_path, monkeypatch):
-    import study.tracking
+    import study.engine.tracking
 
     setup, reports = trial
     store = Store.at(tmp_path / "mlruns")
     tracking = _tracking(store, setup)
     client = MlflowClient(store.tracking_uri)
-    monkeypatch.setattr(study.tracking, "FLUSH_SECONDS", 3600.0)
+    monkeypatch.setattr(study.engine.tracking, "FLUSH_SECONDS", 3600.0)
     for r in reports.results:
         tracking.on_trial_result(0, [], FakeTrial("t1", SAMPLED), r)
         tracking.on_step_end(0, [])
@@ -237,7 +237,7 @@ def test_epochs_are_written_together_and_all_of_them_by_the_end(trial, tmp_path,
     assert history() == []  # held back
     tracking.on_experiment_end([])  # the end of Tuner.fit(), a stop included
     assert [m.step for m in history()] == [1, 2]
-    monkeypatch.setattr(study.tracking, "FLUSH_SECONDS", 0.0)
+    monkeypatch.setattr(study.engine.tracking, "FLUSH_SECONDS", 0.0)
     tracking.on_trial_result(0, [], FakeTrial("t2", SAMPLED), reports.results[0])
     assert [m.step for m in client.get_metric_history(tracking.runs["t2"], "knn_val_acc")] == [1]
 
@@ -275,10 +275,10 @@ def test_a_trial_with_no_gpu_share_trains_on_the_cpu(tmp_path, monkeypatch):
     """Ray leaves every GPU visible to a 0-GPU trial: the study puts it on the CPU itself."""
     import ray
 
-    from study.cluster import resources as _resources
-    from study.plan import Plan
-    from study.spacefile import load_space, space_path
-    from study.tuner import trial_setup as _trial_setup
+    from study.engine.cluster import resources as _resources
+    from study.engine.tuner import trial_setup as _trial_setup
+    from study.records.plan import Plan
+    from study.spaces.loading import load_space, space_path
 
     space = load_space(space_path("digits"))
     store = Store.at(tmp_path / "mlruns")
@@ -301,7 +301,7 @@ def test_a_trial_with_no_gpu_share_trains_on_the_cpu(tmp_path, monkeypatch):
 def test_study_line_counts_trials_and_estimates_time_left_from_measured_epochs():
     from types import SimpleNamespace
 
-    from study.progress import Progress
+    from study.engine.progress import Progress
     from trainables.tune_trainable import METRICS, OBJECTIVE
 
     now = [0.0]
@@ -323,7 +323,7 @@ def test_study_line_counts_trials_and_estimates_time_left_from_measured_epochs()
     # A grid cell's point is flattened into the line; a diverged epoch never becomes the best.
     p.on_trial_result(0, [], done, {OBJECTIVE: 0.9, "epoch": 2, "diverged": True, METRICS: {}})
     assert p.best[1] == "a"
-    from study.progress import trial_params
+    from study.engine.progress import trial_params
 
     assert trial_params(done.config) == "K=4 seed=1 threshold=None"
     exported = {"point": {"K": 8, "threshold": 0.3, "tau": 0.5, "width": 0.25, "epochs": 8,
@@ -333,10 +333,10 @@ def test_study_line_counts_trials_and_estimates_time_left_from_measured_epochs()
 
 def test_the_bookkeeping_benchmarks_trial_reports_what_a_real_trial_reports(trial, tmp_path,
                                                                               monkeypatch):
-    """``study.faketrial.fake_trial`` stands in for the training in the benchmark: the same
+    """``study.benchmarks.fake_trial.fake_trial`` stands in for the training in the benchmark: the same
     result keys every epoch and at the end, the same report files (its plots aside) and an
     encoder that loads into the trial's model."""
-    from study.faketrial import fake_trial
+    from study.benchmarks.fake_trial import fake_trial
 
     setup, real = trial
     fake = Reports(tmp_path)

@@ -11,7 +11,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from trainables.config import TrainConfig
 from trainables.errors import ConfigError
-from trainables.train import Trainer
+from trainables.trainer import Trainer
 
 
 @pytest.mark.slow

@@ -10,11 +10,11 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
+from study.engine.tuner import FAIL_ONCE_ENV
 from study.export import export, load_export
-from study.state import REGISTERED
-from study.store import Store
+from study.records.ray_state import REGISTERED
+from study.records.store import Store
 from study.tune import main
-from study.tuner import FAIL_ONCE_ENV
 from trainables.tune_trainable import FINAL_FILE
 
 SMOKE = ["--dataset", "digits", "--budget", "smoke", "--cpus-per-trial", "1"]
@@ -150,8 +150,8 @@ def test_leftovers_of_a_killed_driver_are_closed(tmp_path):
     """What Ray's last saved state did not know: a trial run and an Optuna trial left RUNNING."""
     import optuna
 
-    from study.finish import LOST, close_leftovers
-    from study.plan import Plan
+    from study.engine.finish import LOST, close_leftovers
+    from study.records.plan import Plan
 
     store = Store.at(tmp_path / "mlruns")
     experiment = store.experiment_id("digits")
@@ -326,7 +326,7 @@ def test_bad_input_is_one_line(tmp_path, args, message):
     ],
 )
 def test_bad_space_file_is_one_line(tmp_path, old, new, message):
-    from study.spacefile import space_path
+    from study.spaces.loading import space_path
 
     space = tmp_path / "space.yaml"
     space.write_text(space_path("digits").read_text().replace(old, new, 1))
@@ -358,7 +358,7 @@ budgets:
 
 @pytest.mark.slow
 def test_multi_objective_study_exports_its_pareto_front(ray_session, tmp_path):
-    from study.pareto import dominates
+    from study.records.pareto import dominates
 
     space = tmp_path / "pareto.yaml"
     space.write_text(PARETO_SPACE)

@@ -108,7 +108,7 @@ def _is_number(v) -> bool:
 
 
 # The range of each training value a study may search or set, checked once wherever the value
-# enters: a run's configuration (here) and a search space's YAML (study.space).
+# enters: a run's configuration (here) and a search space's YAML (study.spaces.types).
 RANGES = {
     "threshold": (lambda v: v is None or (_is_number(v) and -1 <= v <= 1),
                   "is outside [-1, 1] (or none for Eq. (1))"),

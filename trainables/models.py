@@ -142,7 +142,7 @@ class DecoupledResNet(nn.Module):
     """A ResNet cut into K decoupled blocks ``blocks[k]`` (f^k) with heads ``heads[k]`` (g^k).
 
     ``forward`` returns the final representation h^K; training goes block by block (see
-    ``trainables.train``) so that no gradient crosses a decoupling point.
+    ``trainables.trainer``) so that no gradient crosses a decoupling point.
     """
 
     def __init__(

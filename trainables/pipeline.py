@@ -39,7 +39,7 @@ import torch
 from trainables.errors import ConfigError
 from trainables.specs import PARTITIONS
 from trainables.specs import check_stages as check_stages_K
-from trainables.train import STEP_METRICS, Trainer, match_parameter_layout
+from trainables.trainer import STEP_METRICS, Trainer, match_parameter_layout
 
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 STAGE_TIMEOUT_S = 600.0  # a send or receive waiting this long fails (a dead stage is seen

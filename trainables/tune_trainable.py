@@ -6,7 +6,7 @@ epoch it runs the final evaluation, writes the report (arrays, plots, metrics.js
 as a state dict of the blocks, heads left out) into ``REPORT_DIR`` of its final checkpoint, and
 reports once more with ``trial_finished``: a trial that ends without that key was stopped early.
 The driver
-(``study.tracking``) turns these results into MLflow runs, so a trial never opens the tracking
+(``study.engine.tracking``) turns these results into MLflow runs, so a trial never opens the tracking
 store: no SQLAlchemy start-up per trial and a single writer to a SQLite store.
 """
 
@@ -25,14 +25,14 @@ from ray import tune
 from trainables.config import TrainConfig
 from trainables.cost import block_costs, cost_summary
 from trainables.pipeline import PipelinedTrainer
-from trainables.report import final_report
+from trainables.results import final_report
 from trainables.specs import (  # noqa: F401 (their home is trainables.specs)
     CHECKPOINT_FILE,
     ENCODER_FILE,
     FINAL_FILE,
     REPORT_DIR,
 )
-from trainables.train import Trainer, resolve_device
+from trainables.trainer import Trainer, resolve_device
 
 OBJECTIVE = "knn_val_acc"
 FINISHED = "trial_finished"
@@ -41,7 +41,7 @@ DATA = "data"  # the first result of a trial process: DataBundle.describe() of i
 FINAL = "final"  # the result key holding the final evaluation's scalars (last epoch only)
 # On the first result after a restore: every epoch the checkpoint holds, as [{"epoch": e,
 # **metrics}]. A driver killed after a trial saved a checkpoint but before it logged that epoch
-# (or while it held results back, ``study.tracking``) logs what it lacks from here.
+# (or while it held results back, ``study.engine.tracking``) logs what it lacks from here.
 REPLAY = "replay"
 WORST = 0.0  # what a diverged trial reports: finite, never NaN (Optuna would hang on NaN)
 CUDA_CONTEXT_BYTES = 1 << 30  # a CUDA context plus cuDNN / cuBLAS workspaces, per process
@@ -116,7 +116,7 @@ def run_trial(config: dict, setup: dict) -> None:
         replay = None
 
     # One stage is the trainer itself; more run its blocks at once, each stage with the share
-    # of a core (or GPU) the trial's resources hold for it (study.tuner).
+    # of a core (or GPU) the trial's resources hold for it (study.engine.tuner).
     with PipelinedTrainer(trainer, trainer.cfg.stages, trainer.cfg.partition,
                           threads=max(1, int(s.cpus))) as pipeline:
         _train(trainer, pipeline, cfg, s, trial_id, started, replay)
@@ -189,7 +189,7 @@ def _finish(trainer: Trainer, s: TrialSetup, started: float, out: Path) -> dict[
     """Final evaluation: its files go to ``out``, its scalars are returned."""
     metrics, _ = final_report(trainer, s.linear_epochs, out_dir=out)
     # The weights as a state dict (milliseconds); the study logs the best one as an MLflow
-    # model and registers it (``study.finish``), which takes seconds.
+    # model and registers it (``study.engine.finish``), which takes seconds.
     torch.save(trainer.model.encoder().state_dict(), out / ENCODER_FILE)  # no heads
     scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
     for key in ("probe_val_acc", "probe_test_acc", "effective_rank"):

@@ -23,7 +23,7 @@ and logs it to MLflow, ``__main__`` is the command.
 
 from __future__ import annotations
 
-from study.report.data import StudyRecord, load_study
+from study.report.gather import StudyRecord, load_study
 from study.report.tables import Table, grid_table
 
 __all__ = ["StudyRecord", "Table", "grid_table", "load_study"]

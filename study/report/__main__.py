@@ -11,10 +11,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from study._cli import log, parser, run
-from study.report.data import load_study
+from study.engine.console import log, parser, run
+from study.records.store import Store
+from study.report.gather import load_study
 from study.report.page import ARTIFACT_DIR, REPORT_FILE, build, log_to_parent_run, write
-from study.store import Store
 from trainables.errors import ConfigError
 
 TERMINAL_ROWS = 20  # a table's rows on the terminal; the HTML holds them all

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from study.report.data import Front, Kept, ThresholdPoints
+from study.report.gather import Front, Kept, ThresholdPoints
 from study.report.importances import IMPORTANCE_EVALUATOR
 
 STATE_MARKERS = {"finished": "o", "stopped early": "x", "diverged": "v", "failed": "v",

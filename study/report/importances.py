@@ -6,9 +6,9 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 
-from study.report.data import StudyRecord
-from study.space import DEFAULT_OBJECTIVES
-from study.store import Store
+from study.records.store import Store
+from study.report.gather import StudyRecord
+from study.spaces.types import DEFAULT_OBJECTIVES
 
 MIN_IMPORTANCE_TRIALS = 4  # with fewer, the importances say nothing
 
@@ -31,7 +31,7 @@ def optuna_results(store: Store, record: StudyRecord) -> list[tuple[str, OptunaR
     study); a study missing from the store is left out."""
     import optuna
 
-    from study.strata import label, optuna_study_name
+    from study.spaces.strata import label, optuna_study_name
 
     strata = record.plan.get("strata") or [None]
     out = []

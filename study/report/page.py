@@ -11,10 +11,11 @@ import html
 import time
 from pathlib import Path
 
-from study.compare import comparison_table
-from study.records import Counts
-from study.report import data, figures
-from study.report.data import StudyRecord
+from study.records.comparison import comparison_table
+from study.records.store import Store
+from study.records.trials import Counts
+from study.report import figures, gather
+from study.report.gather import StudyRecord
 from study.report.importances import IMPORTANCE_EVALUATOR, MIN_IMPORTANCE_TRIALS, optuna_results
 from study.report.tables import (
     Table,
@@ -25,7 +26,6 @@ from study.report.tables import (
     importance_table,
     trials_table,
 )
-from study.store import Store
 
 REPORT_FILE = "report.html"
 ARTIFACT_DIR = "report"
@@ -42,7 +42,7 @@ th { background: #eee; } td:first-child { text-align: left; }
 def front_parts(record: StudyRecord) -> tuple[list[str], list[Table]]:
     """The Pareto front of a multi-objective study, then accuracy against the cost it did not
     optimise (MACs or the measured step time): a figure and a table each."""
-    fronts = data.pareto_fronts(record)
+    fronts = gather.pareto_fronts(record)
     if not fronts:
         return ["<p>No finished trial reports every objective yet.</p>"], []
     parts, tables = [], []
@@ -91,18 +91,18 @@ def paper_figures(store: Store, record: StudyRecord) -> list[str]:
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(store.tracking_uri)
-    runs = data.compared_trials(record)
+    runs = gather.compared_trials(record)
     parts = [f"<p>{html.escape(' against '.join(runs))}</p>"]
-    kept = data.kept_series(client, runs)
+    kept = gather.kept_series(client, runs)
     if kept:
         parts += ["<h3>Pairs kept per block over training (Fig. 5)</h3>", figures.fig_kept(kept)]
-    spectra, missing = data.read_spectra(client, runs)
+    spectra, missing = gather.read_spectra(client, runs)
     parts += [f"<p>spectra of {html.escape(trial_id)} unavailable: {html.escape(error)}</p>"
               for trial_id, error in missing]
     if spectra:
         parts += ["<h3>Spectra of each block's representation (Fig. 1b)</h3>",
                   figures.fig_spectra(spectra)]
-    probes = data.probe_series(runs)
+    probes = gather.probe_series(runs)
     if probes:
         parts += ["<h3>Linear probes per block (Fig. 2)</h3>", figures.fig_probes(probes)]
     return parts
@@ -126,15 +126,15 @@ def build(store: Store, record: StudyRecord) -> tuple[str, list[Table]]:
                         + "".join(t.html() for t in tables))
         if len({t.threshold for t in record.trials}) > 2:
             sections.append(figures.fig_accuracy_vs_threshold(
-                data.threshold_points(record, "linear_test_acc"), "linear test"))
+                gather.threshold_points(record, "linear_test_acc"), "linear test"))
     else:
         best = best_per_K_table(record)
         tables.append(best)
         sections.append('<h2 id="search">Search</h2>' + best.html())
         sections.append("<h3>The T landscape</h3>"
                         + figures.fig_accuracy_vs_threshold(
-                            data.threshold_points(record, "knn_val_acc"), "kNN val (objective)")
-                        + figures.fig_tau(data.tau_points(record)))
+                            gather.threshold_points(record, "knn_val_acc"), "kNN val (objective)")
+                        + figures.fig_tau(gather.tau_points(record)))
         if len(record.plan.get("objectives") or []) > 1:
             parts, extra = front_parts(record)
             tables += extra

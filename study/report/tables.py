@@ -14,10 +14,9 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from study.paper import PAPER_T, PaperCell
-from study.records import TrialRecord as Trial
-from study.records import ranked, split_counts
-from study.report.data import (
+from study.records.trials import TrialRecord as Trial
+from study.records.trials import ranked, split_counts
+from study.report.gather import (
     Front,
     StudyRecord,
     best_per_K,
@@ -26,6 +25,7 @@ from study.report.data import (
     paper_gain,
     t_text,
 )
+from trainables.paper import PAPER_T, PaperCell
 
 
 @dataclass

@@ -1,0 +1,3 @@
+"""Benchmarks (``python -m study.bench``): the training core's speed and memory, the pipeline's,
+the study's bookkeeping at scale, the UI's page, ASHA's monitor. Apart from the library's layers:
+nothing below imports them."""
