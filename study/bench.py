@@ -86,7 +86,7 @@ def bench_tune(quick: bool, repeats: int, epochs: int | None = None) -> dict:
                                                             study_filter(f"bench{r}"))
                           if is_trial_run(run)]
                 trials.append(run.data.metrics["wall_time_s"])
-            from study.records.disk import study_footprint
+            from study.records.footprint import study_footprint
 
             footprint = study_footprint(store, "bench0", "digits")  # what an ended study holds
     finally:

@@ -13,6 +13,7 @@ import yaml
 
 from study.engine.console import log, parser, run
 from study.records.exported import export, load_export, points  # noqa: F401 (the file's API)
+from study.records.plan import Plan
 from study.records.store import Store
 from trainables.specs import SPECS
 
@@ -26,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tracking-uri", default=None)
     args = p.parse_args(argv)
     store = Store.at(args.store, args.tracking_uri)
-    study = args.study or store.latest_study(args.dataset)
+    study = args.study or Plan.latest(store, args.dataset)
     data = export(store, args.dataset, study)
     out = args.out or Path(f"best_{study}.yaml")
     out.write_text(yaml.safe_dump(data, sort_keys=False))

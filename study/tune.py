@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 
 from study.engine.console import log, run
-from study.records.plan import Plan, new_plan, parse_study_args
+from study.engine.planning import new_plan, study_flags
+from study.records.plan import Plan
 from study.records.store import Store
 from trainables.errors import ConfigError, DataError
 
@@ -20,15 +21,15 @@ from trainables.errors import ConfigError, DataError
 def main(argv: list[str] | None = None) -> int:
     """0: the study is complete; 130: stopped (Ctrl-C) and resumable; 1: stopped by a fault
     (one line says which), resumable once it is fixed; 2: bad input."""
-    from study.engine import interrupts, lifecycle, mlflow_retries
+    from study.engine import faults, interrupts, lifecycle
 
-    args = parse_study_args(argv, __doc__)
+    args = study_flags(argv, __doc__)
     store = Store.at(args.store, args.tracking_uri)
-    mlflow_retries.quiet_http_retries()
+    faults.quiet_http_retries()
     with interrupts.handling_ctrl_c():
         # Everything that can be checked without Ray is checked before it starts.
         if args.resume:
-            plan = Plan.load(store, args.study_name or store.latest_study(args.dataset))
+            plan = Plan.load(store, args.study_name or Plan.latest(store, args.dataset))
             if plan.completed:
                 log(f"study {plan.study} is complete (ended {time.ctime(plan.completed)}); "
                     f"nothing to resume")
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         except (ConfigError, DataError):
             raise  # bad input: one line from study.engine.console.run
         except Exception as e:  # Ray Tune wraps what a callback raised in its own errors
-            stopped = interrupts.stopped_by(e, store.root) or mlflow_retries.unreachable(e, store.tracking_uri)
+            stopped = faults.stopped_by(e, store.root) or faults.unreachable(e, store.tracking_uri)
             if stopped is None:  # anything else: one line here, the traceback in the log file
                 stopped = interrupts.StudyStopped(failure_line(e, store.log_file(plan.study)))
             return lifecycle.stopped(store, plan, stopped.reason,

@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 
 from study.engine.console import log, parser, run
-from study.records.store import Store, experiments, runs_url, ui_command
+from study.records.browse import experiments, runs_url, ui_command
+from study.records.store import Store
 
 
 def main(argv: list[str] | None = None) -> int:

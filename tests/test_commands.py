@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from study import blocks, train
+from study.records.plan import Plan
 from study.records.store import Store
 from trainables.errors import ConfigError
 
@@ -117,12 +118,14 @@ def test_ui_command_serves_the_store_and_opens_on_the_runs(tmp_path):
 
 def test_a_bare_resume_takes_the_latest_study_of_the_dataset(tmp_path):
     store = Store.at(tmp_path / "mlruns")
-    store.save_study("old", {"dataset": "digits", "created": 1.0})
-    store.save_study("new", {"dataset": "digits", "created": 2.0})
-    store.save_study("other", {"dataset": "fmnist", "created": 3.0})
-    assert store.latest_study("digits") == "new"
+    for name, dataset, created in (("old", "digits", 1.0), ("new", "digits", 2.0),
+                                   ("other", "fmnist", 3.0)):
+        Plan(study=name, dataset=dataset, space_file="", budget="smoke", trials=1, epochs=1,
+             concurrency=1, gpus_per_trial=0, cpus_per_trial=1, data_dir="", seed=0,
+             created=created).save(store)
+    assert Plan.latest(store, "digits") == "new"
     with pytest.raises(ConfigError, match="no study of cifar10 in "):
-        store.latest_study("cifar10")
+        Plan.latest(store, "cifar10")
 
 
 def test_resources_refuse_more_cpus_than_the_cluster_has(monkeypatch):

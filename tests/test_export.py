@@ -2,6 +2,7 @@
 
 import pytest
 import yaml
+from conftest import save_plan
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
@@ -82,8 +83,7 @@ def test_export_lists_every_split_of_the_study(store, capsys):
         "trials": 2, "finished": 0, "stopped_early": 1, "diverged": 1,
         "why": "2 trial(s), none finished: 1 stopped early, 1 diverged"}}
     # The study's record names its splits: one where no trial ran is listed too.
-    store.save_study("s", {"dataset": "digits", "strata": [{"K": 1}, {"K": 2}, {"K": 4},
-                                                            {"K": 8}]})
+    save_plan(store, strata=[{"K": 1}, {"K": 2}, {"K": 4}, {"K": 8}])
     assert export(store, "digits", "s")["K_without_finished_trial"][1]["why"] == \
         "no trial ran at this split"
     assert main(["--dataset", "digits", "--study", "s", "--store", str(store.root),

@@ -145,7 +145,7 @@ def check_complete(study: Study, epochs: int = EPOCHS) -> None:
     assert state is not None and state.complete and len(state.trials) == study.trials, state
     ray_ids = {t.trial_id for t in state.trials}
 
-    client = MlflowClient(study.records.store.tracking_uri)
+    client = MlflowClient(study.store.tracking_uri)
     exp = client.get_experiment_by_name("digits")
     runs = client.search_runs([exp.experiment_id], f"tags.study = '{study.name}'")
     parents = [r for r in runs if "trial_id" not in r.data.tags]
@@ -204,7 +204,7 @@ def check_complete(study: Study, epochs: int = EPOCHS) -> None:
 
     versions = client.search_model_versions(f"name = '{study.name}-encoder'")
     assert len(versions) == 1, [v.version for v in versions]
-    record = study.records.store.load_study(study.name)
+    record = study.store.load_study(study.name)
     assert record["completed"] > 0
 
 
@@ -213,14 +213,14 @@ def optuna_trials(study: Study) -> dict[str, list]:
     from study.records.plan import Plan
     from study.spaces.strata import optuna_study_names
 
-    storage = optuna.storages.RDBStorage(study.records.store.optuna_url)
-    plan = Plan.load(study.records.store, study.name)
+    storage = optuna.storages.RDBStorage(study.store.optuna_url)
+    plan = Plan.load(study.store, study.name)
     return {name: optuna.load_study(study_name=name, storage=storage).trials
             for name in optuna_study_names(plan)}
 
 
 def check_resume_of_a_complete_study_changes_nothing(study: Study) -> None:
-    client = MlflowClient(study.records.store.tracking_uri)
+    client = MlflowClient(study.store.tracking_uri)
 
     def snapshot():
         exp = client.get_experiment_by_name("digits")
@@ -228,10 +228,10 @@ def check_resume_of_a_complete_study_changes_nothing(study: Study) -> None:
         return (sorted((r.info.run_id, r.info.status, r.info.end_time, len(r.data.metrics))
                        for r in runs),
                 len(client.search_model_versions(f"name = '{study.name}-encoder'")),
-                study.records.store.study_file(study.name).read_text())
+                study.store.study_file(study.name).read_text())
 
     before = snapshot()
-    code, console = study.engine.resume()
+    code, console = study.resume()
     assert code == 0
     assert console.strip().splitlines() == [
         f"study {study.name} is complete (ended "
@@ -247,9 +247,9 @@ def resume_command(study: Study) -> str:
 def check_stopped(study: Study, code: int, console: str, expected: int = 130) -> None:
     assert code == expected, console[-3000:]
     assert resume_command(study) in console, console[-3000:]
-    assert study.records.store.load_study(study.name).get("completed", 0) == 0
+    assert study.store.load_study(study.name).get("completed", 0) == 0
     assert "best first by validation accuracy" not in console  # no end-of-study summary
-    client = MlflowClient(study.records.store.tracking_uri)
+    client = MlflowClient(study.store.tracking_uri)
     assert not client.search_model_versions(f"name = '{study.name}-encoder'")
 
 
@@ -258,7 +258,7 @@ def check_stopped(study: Study, code: int, console: str, expected: int = 130) ->
 def test_ctrl_c_before_any_trial_started(tmp_path, delay):
     study = Study(tmp_path, "before")
     proc = study.start()
-    record = study.records.store.study_file(study.name)
+    record = study.store.study_file(study.name)
     deadline = time.time() + 120
     while not record.exists():
         assert time.time() < deadline and proc.poll() is None
@@ -289,7 +289,7 @@ def test_ctrl_c_in_the_middle_of_the_first_wave(tmp_path):
     assert re.search(r"mid: \d done, \d running, \d pending \| \d+s elapsed", console)
     for noise in ("╭", "Trial status", "Token authentication", "View detailed results"):
         assert noise not in console, noise
-    assert re.search(r" (INFO|WARNING) ray\.tune", study.records.store.log_file("mid").read_text())
+    assert re.search(r" (INFO|WARNING) ray\.tune", study.store.log_file("mid").read_text())
     study.complete()
     check_complete(study)
 
@@ -348,7 +348,7 @@ def test_sigkill_during_the_end_of_study_work(tmp_path):
     study.watch(proc, lambda lines: "best first by validation accuracy" in lines[-1])
     signal_group(proc, signal.SIGKILL)
     study.end(proc)
-    assert study.records.store.load_study(study.name).get("completed", 0) == 0
+    assert study.store.load_study(study.name).get("completed", 0) == 0
     console = study.complete()
     # Killed before the parent run was FINISHED (the usual case: registering takes seconds),
     # the resumed driver does the end-of-study work; after it, the work was done.
@@ -432,7 +432,7 @@ def test_report_and_ui_read_the_store_while_a_study_writes_it(tmp_path):
     # The UI is up before the study starts (a study now ends before a UI would start): the
     # store's schema and the data set's experiment first, so that the two never create them
     # at once.
-    study.records.store.experiment_id("digits")
+    study.store.experiment_id("digits")
     port = _free_port()
     ui = subprocess.Popen([sys.executable, "-m", "study.ui", "--store", str(study.root),
                            "--port", str(port)], stdout=subprocess.DEVNULL,
@@ -474,7 +474,7 @@ def test_report_and_ui_read_the_store_while_a_study_writes_it(tmp_path):
     for what, rc, out in readers:
         assert rc == 0 and "database is locked" not in out, (what, out[-2000:])
     assert "database is locked" not in (tmp_path / "ui.log").read_text()
-    assert "database is locked" not in study.records.store.log_file(study.name).read_text()
+    assert "database is locked" not in study.store.log_file(study.name).read_text()
     check_complete(study)
 
 
@@ -534,7 +534,7 @@ def test_a_study_saved_by_the_previous_version_resumes(tmp_path):
     study.watch(proc, lambda lines: "epoch 1/2" in lines[-1])
     signal_group(proc, signal.SIGKILL)
     study.end(proc)
-    record = study.records.store.load_study(study.name)
+    record = study.store.load_study(study.name)
     assert "completed" not in record  # written by the previous version
     study.complete()
     check_complete(study)

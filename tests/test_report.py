@@ -8,6 +8,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
+from conftest import save_plan
 from mlflow.tracking import MlflowClient
 
 from study.records.ray_state import REGISTERED
@@ -79,7 +80,7 @@ def test_grid_runs_every_cell_once_per_seed_to_its_end(grid_study):
         assert r.data.tags["weights_kept"] == str(kept).lower(), i
         assert ("encoder_state_dict.pt" in files) == kept, (i, files)
         assert "metrics.json" in files  # the rest of the report stays
-    from study.records.disk import study_footprint
+    from study.records.footprint import study_footprint
 
     disk = study_footprint(store, "g", "digits")
     best_dir = Path(urlparse(ranked[0].info.artifact_uri).path)
@@ -148,8 +149,7 @@ def test_report_of_an_unknown_or_unfinished_study_is_one_line(tmp_path):
     parent = client.create_run(experiment, tags={"study": "s"}).info.run_id
     client.create_run(experiment, tags={"study": "s", "trial_id": "t1",
                                         "mlflow.parentRunId": parent})
-    store.save_study("s", {"dataset": "digits", "created": 1.0, "experiment_id": experiment,
-                           "parent_run_id": parent})
+    save_plan(store, created=1.0, experiment_id=experiment, parent_run_id=parent)
     with pytest.raises(ConfigError, match=r"study 's' has no finished trial to report yet "
                                           r"\(1 running\)"):
         report(["--study", "s", "--store", str(store.root)])

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from study.records.pareto import Point
+from study.records.plan import Plan
 from study.records.trials import TrialRecord
 from study.report import StudyRecord, data, figures, grid_table, importances, tables
 from trainables.plots import draw_kept_ratios  # sets the Agg backend: files only, no screen
@@ -28,8 +29,11 @@ def trial(tid, K=4, T=None, seed=0, val=0.8, test=0.78, knn=0.75, status="FINISH
 
 
 def study(trials, kind="grid", dataset="cifar10", plan=None):
+    saved = Plan(**{"study": "s", "dataset": dataset, "space_file": "", "budget": "smoke",
+                    "trials": len(trials), "epochs": 3, "concurrency": 1, "gpus_per_trial": 0,
+                    "cpus_per_trial": 1, "data_dir": "", "seed": 0, **(plan or {})})
     return StudyRecord("s", dataset, kind, "g" if kind == "grid" else "", "parent", "0",
-                       sorted(trials, key=lambda t: t.trial_id), plan or {})
+                       sorted(trials, key=lambda t: t.trial_id), saved)
 
 
 GRID = [

@@ -26,14 +26,10 @@ from test_faults import SPACE as FAULTS_SPACE
 from test_faults import Study, check_complete, signal_group
 
 from study.engine.checkpoints import sweep_checkpoints
-from study.engine.resume import (
-    RungEvent,
-    close_unknown_trials,
-    install_generation,
-    keep_in_generation,
-    save_generation,
-)
-from study.engine.search import StratifiedASHA, StudyASHA
+from study.engine.resume.lost import close_unknown_trials
+from study.engine.resume.rungs import RungEvent
+from study.engine.resume.saves import install_generation, keep_in_generation, save_generation
+from study.engine.scheduler import StratifiedASHA, StudyASHA
 from study.records.ray_state import REGISTERED, saved_state
 from trainables.errors import ConfigError
 from trainables.specs import FINAL_FILE
@@ -48,14 +44,14 @@ TRIALS = 4
 
 def _study(tmp_path, name: str) -> Study:
     study = Study(tmp_path, name, trials=TRIALS)
-    study.spaces.types.write_text(SPACE)
+    study.space.write_text(SPACE)
     return study
 
 
 def fingerprint(study: Study) -> dict:
     """Per split, its trials in the order they started: parameters, fate, every epoch's kNN
     accuracy and the final accuracies (lost runs are no trial of the study)."""
-    client = MlflowClient(study.records.store.tracking_uri)
+    client = MlflowClient(study.store.tracking_uri)
     exp = client.get_experiment_by_name("digits")
     runs = client.search_runs([exp.experiment_id], f"tags.study = '{study.name}'")
     out: dict[str, list] = {}
@@ -73,7 +69,7 @@ def fingerprint(study: Study) -> dict:
 
 def optuna_fates(study: Study) -> dict[str, list]:
     """Each split's Optuna trials that count (COMPLETE, PRUNED): parameters and state."""
-    storage = optuna.storages.RDBStorage(study.records.store.optuna_url)
+    storage = optuna.storages.RDBStorage(study.store.optuna_url)
     out = {}
     for K in (1, 2):
         trials = optuna.load_study(study_name=f"digits/{study.name}/K={K}",

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from study.engine import interrupts
-from study.engine.mlflow_retries import GuardedClient
+from study.engine import faults, interrupts
+from study.engine.faults import GuardedClient
 from study.records.ray_state import saved_state
 from trainables.errors import ConfigError
 
@@ -159,10 +159,10 @@ def test_a_stop_raised_in_a_callback_is_found_inside_rays_error():
         except Exception:
             raise RuntimeError("Traceback ...")  # noqa: B904  (as Ray raises its TuneError)
     except RuntimeError as wrapped:
-        assert interrupts.stopped_by(wrapped, "/s").reason == "no space left on device under /s"
-    assert interrupts.stopped_by(OSError(errno.ENOSPC, "full"), "/s").reason.startswith(
+        assert faults.stopped_by(wrapped, "/s").reason == "no space left on device under /s"
+    assert faults.stopped_by(OSError(errno.ENOSPC, "full"), "/s").reason.startswith(
         "no space left on device under /s")
-    assert interrupts.stopped_by(ValueError("x"), "/s") is None
+    assert faults.stopped_by(ValueError("x"), "/s") is None
 
 
 TRAINABLE = """
@@ -215,7 +215,7 @@ def test_a_driver_killed_while_a_trial_ends_resumes_it(ray_session, tmp_path):
 
     from ray import tune
 
-    from study.records.ray_state import repair_checkpoints
+    from study.engine.resume.checkpoint_repair import repair_checkpoints
 
     res = subprocess.run([sys.executable, "-c", KILLED_IN_COMPLETE, str(tmp_path)],
                          capture_output=True, text=True, timeout=300,

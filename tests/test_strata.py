@@ -7,7 +7,8 @@ import optuna
 import pytest
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
-from study.engine.search import StratifiedASHA, StratifiedSearch, StudySearch
+from study.engine.scheduler import StratifiedASHA
+from study.engine.search import StratifiedSearch, StudySearch
 from study.engine.tuner import optuna_space
 from study.records.comparison import comparison, comparison_table
 from study.records.trials import TrialRecord
@@ -226,8 +227,8 @@ def test_compare_points_pair_each_splits_best_with_the_papers_point(searched):
 
 
 def test_a_comparison_runs_on_fresh_seeds_never_the_searchs_own(searched):
-    from study.records.plan import new_plan
-    from study.records.plan import parse_study_args as parse_args
+    from study.engine.planning import new_plan
+    from study.engine.planning import study_flags as parse_args
     from trainables.errors import ConfigError
 
     args = ["--dataset", "digits", "--compare", "s", "--seeds", "2", "--store",

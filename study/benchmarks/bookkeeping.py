@@ -58,15 +58,15 @@ def run_study(root: Path, tracking_uri: str | None, name: str, trials: int, epoc
               concurrency: int, callbacks: bool, keep_weights: int | None = None) -> dict:
     """One bookkeeping study on the Ray of this process: its plan as ``study.tune`` makes it,
     its parent run and record, ``Tuner.fit()`` timed, Optuna's suggest times recorded."""
-    from study.engine import lifecycle, mlflow_retries
+    from study.engine import faults, lifecycle
+    from study.engine.planning import new_plan, study_flags
     from study.engine.search import StudySearch
     from study.engine.tuner import make_tuner
-    from study.records.plan import new_plan, parse_study_args
     from study.records.ray_state import saved_state
     from study.records.store import Store
     from study.spaces.loading import load_space
 
-    mlflow_retries.quiet_http_retries()  # as study.tune sets MLflow's client up
+    faults.quiet_http_retries()  # as study.tune sets MLflow's client up
     store = Store.at(root, tracking_uri)
     space_file = root / f"{name}.yaml"
     space_file.write_text(space_text(trials, epochs, K, concurrency))
@@ -74,7 +74,7 @@ def run_study(root: Path, tracking_uri: str | None, name: str, trials: int, epoc
              "--study-name", name]
     if keep_weights is not None:
         flags += ["--keep-weights", str(keep_weights)]
-    plan = new_plan(store, parse_study_args(flags))
+    plan = new_plan(store, study_flags(flags))
     plan.cpus_per_trial = max(0.01, (os.cpu_count() or 1) / concurrency)
     space = load_space(plan.space_file)
     plan.experiment_id = store.experiment_id(plan.dataset)

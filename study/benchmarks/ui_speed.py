@@ -20,7 +20,7 @@ import time
 import urllib.request
 
 from study.engine.console import log
-from study.records.store import runs_url, ui_command
+from study.records.browse import runs_url, ui_command
 
 PAGE_TIMEOUT = 180.0
 

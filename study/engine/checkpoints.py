@@ -9,7 +9,7 @@ square of the trials. Here Ray keeps every checkpoint (``num_to_keep=None``: no 
 state is saved on Ray's own period) and this callback deletes the trial's previous ones as the
 next arrives, trimming Ray's record of them to match, and marks the new one whole
 (``study.records.ray_state.REGISTERED``). A driver killed between a deletion and Ray's next save leaves a
-state naming a deleted checkpoint: ``study.records.ray_state.repair_checkpoints`` points that trial at its
+state naming a deleted checkpoint: ``study.engine.resume.checkpoint_repair`` points that trial at its
 newest whole one on disk on ``--resume``, as it did for Ray's own deletions.
 """
 
@@ -21,7 +21,6 @@ from pathlib import Path
 from ray.tune import Callback
 from ray.tune.result import AUTO_RESULT_KEYS
 
-from study.engine.interrupts import DISK_FULL, StudyStopped
 from study.records.ray_state import REGISTERED
 from trainables.specs import FINAL_FILE
 
@@ -49,28 +48,6 @@ def delete_dir(filesystem, path: str) -> None:
 
     if filesystem.get_file_info(path).type == fs.FileType.Directory:
         filesystem.delete_dir(path)
-
-
-def stop_if_disk_full(trial) -> None:
-    """A trial that failed because its checkpoint found no space stops the study, before Ray
-    spends its retries: every retry would fail the same way, and the study would end with
-    trials in ERROR that more disk would have saved."""
-    import shutil
-
-    path = Path(getattr(trial, "path", None) or getattr(trial, "local_path", None) or ".")
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    try:
-        error_file = getattr(trial, "error_file", None)
-        text = Path(error_file).read_text() if error_file else ""
-    except OSError:
-        text = ""
-    if any(m in text.lower() for m in DISK_FULL) or shutil.disk_usage(path).free < DISK_FLOOR:
-        raise StudyStopped(f"no space left on device under {path} (trial {trial.trial_id} "
-                           f"was writing its checkpoint); free space there")
-
-
-DISK_FLOOR = 1 << 20  # bytes free under a trial's folder below which the disk counts as full
 
 
 def retire_checkpoint(checkpoint, result: dict) -> None:
@@ -105,7 +82,7 @@ def retire_checkpoint(checkpoint, result: dict) -> None:
 def sweep_checkpoints(experiment_dir: Path, continued: dict[str, str | None]) -> int:
     """What no trial needs any more, deleted from a local study folder: a continued trial's
     checkpoints but the one it continues from (``continued``: trial folder -> checkpoint
-    folder, ``study.records.ray_state.continued_checkpoints``); an ended trial's checkpoints but its last,
+    folder, ``study.engine.resume.checkpoint_repair``); an ended trial's checkpoints but its last,
     emptied as ``retire_checkpoint`` empties it. A checkpoint a killed driver never deleted (a
     trial's older one, or one cut short) would otherwise stay for good: at ResNet-50 K = 16,
     2.3 GB. Bytes freed."""

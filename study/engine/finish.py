@@ -10,14 +10,13 @@ import time
 from study.engine.checkpoints import sweep_checkpoints
 from study.engine.console import log
 from study.engine.registry import register_best
-from study.engine.resume import LOST, close_lost_runs
+from study.engine.resume.lost import close_lost_runs, close_running_trials
 from study.engine.summary import print_table
-from study.records import trials as records
-from study.records.disk import study_footprint
+from study.records.browse import runs_url
+from study.records.footprint import study_footprint
 from study.records.plan import Plan
-from study.records.store import Store, runs_url
-from study.records.trials import BEST_RUN, study_rows
-from study.spaces.strata import optuna_study_names
+from study.records.store import Store
+from study.records.trials import BEST_RUN, candidates, study_rows
 
 
 def finish(store: Store, plan: Plan) -> None:
@@ -41,28 +40,13 @@ def close_leftovers(store: Store, plan: Plan) -> None:
 
     A driver killed between creating a trial's run (or Optuna trial) and Ray's next save of the
     experiment state leaves that run RUNNING: the resumed study does not know the trial and
-    samples another in its place (``study.engine.resume`` closes such runs as the study resumes). Every
+    samples another in its place (``study.engine.resume.lost`` closes such runs on resume). Every
     tracked trial is closed by the tracking callback, so a trial run still RUNNING here is such
     a leftover: it ends KILLED, tagged ``lost``. Optuna's RUNNING trials end FAIL, so that the
     sampler and the report never wait on them.
     """
-    import optuna
-
     lost = close_lost_runs(store, plan, keep=None)
-    failed = 0
-    if plan.kind == "search":
-        storage = optuna.storages.RDBStorage(store.optuna_url)
-        for name in optuna_study_names(plan):  # one, or one per stratum
-            try:
-                study = optuna.load_study(study_name=name, storage=storage)
-            except KeyError:
-                continue
-            running = study.get_trials(deepcopy=False,
-                                       states=(optuna.trial.TrialState.RUNNING,))
-            for t in running:  # FAIL is Optuna's only end for a trial that never reported
-                storage.set_trial_user_attr(t._trial_id, records.LOST, LOST)
-                storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
-            failed += len(running)
+    failed = close_running_trials(store, plan) if plan.kind == "search" else 0
     if lost or failed:
         log(f"closed what a killed driver left open: {lost} MLflow run(s) (now KILLED, "
             f"tag lost), {failed} Optuna trial(s) (now FAIL)")
@@ -78,7 +62,7 @@ def _summarise(store: Store, plan: Plan) -> None:
         from study.records.comparison import comparison_table
 
         log("\n" + comparison_table(rows, plan.__dict__).text())
-    best = next((r for r in records.candidates(rows) if r.model_uri), None)
+    best = next((r for r in candidates(rows) if r.model_uri), None)
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(store.tracking_uri)

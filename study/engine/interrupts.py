@@ -1,4 +1,5 @@
-"""How a study stops: Ctrl-C, a tracking store that does not answer, a full disk.
+"""Ctrl-C, and ``StudyStopped``: how a study stops, resumable (faults that stop it are in
+``study.engine.faults``).
 
 The driver owns SIGINT (Ray Tune's own handler is off, ``TUNE_DISABLE_SIGINT_HANDLER``):
 - the first Ctrl-C while Ray Tune runs the trials asks Tune to stop through its other stop
@@ -17,7 +18,6 @@ Either way the study is left resumable: whether it ended is read from Ray's save
 
 from __future__ import annotations
 
-import errno
 import os
 import signal
 import threading
@@ -127,40 +127,6 @@ def deferred() -> Iterator[None]:
         _STOP.deferred = False
         _STOP.raised += 1
         raise KeyboardInterrupt
-
-
-DISK_FULL = ("no space left on device", "database or disk is full")  # OSError, SQLite
-
-
-def chain(e: BaseException | None) -> list[BaseException]:
-    """``e`` and every exception it was raised from or while handling, outermost first."""
-    out: list[BaseException] = []
-    while e is not None and all(e is not x for x in out):
-        out.append(e)
-        e = e.__cause__ or e.__context__
-    return out
-
-
-def chain_text(e: BaseException) -> str:
-    return " | ".join(f"{type(x).__name__}: {x}" for x in chain(e))
-
-
-def disk_full(e: BaseException) -> bool:
-    """Whether a full disk is anywhere in ``e``'s chain (as an errno or as a message)."""
-    if any(isinstance(x, OSError) and x.errno == errno.ENOSPC for x in chain(e)):
-        return True
-    return any(s in chain_text(e).lower() for s in DISK_FULL)
-
-
-def stopped_by(e: BaseException, store_root) -> StudyStopped | None:
-    """The ``StudyStopped`` inside an error (Ray Tune re-raises a callback's exception as a
-    ``TuneError`` of its traceback), or one for a full disk anywhere in its chain."""
-    inner = next((x for x in chain(e) if isinstance(x, StudyStopped)), None)
-    if inner is not None:
-        return inner
-    if disk_full(e):
-        return StudyStopped(f"no space left on device under {store_root}; free space there")
-    return None
 
 
 @contextmanager

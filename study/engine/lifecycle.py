@@ -14,12 +14,13 @@ from study.engine import interrupts
 from study.engine.cluster import init_ray, resources
 from study.engine.console import log
 from study.engine.finish import finish
-from study.engine.resume import generations_dir, install_generation
+from study.engine.provenance import git_commit
+from study.engine.resume.saves import generations_dir, install_generation
 from study.engine.tuner import make_tuner
 from study.records import trials as records
 from study.records.plan import Plan
 from study.records.ray_state import saved_state
-from study.records.store import Store, git_commit
+from study.records.store import Store
 from study.spaces.loading import load_space
 from study.spaces.strata import label
 from study.spaces.types import SearchSpace

@@ -1,6 +1,5 @@
 """The study's console: a line per trial event and a study line now and then (Ray Tune's own
-tables are off). ``StudySearch`` lives in ``study.engine.search``; its name stays here for studies
-pickled before it moved."""
+tables are off); each step of Tune's loop also relays a Ctrl-C and checks the disk's floor."""
 
 from __future__ import annotations
 
@@ -10,8 +9,7 @@ from ray.tune import Callback
 
 from study.engine import interrupts
 from study.engine.console import format_params, log
-from study.engine.mlflow_retries import DiskFloor
-from study.engine.search import StudySearch  # noqa: F401 (pickled studies name study.engine.progress)
+from study.engine.faults import DiskFloor
 from trainables.tune_trainable import FINAL, FINISHED, METRICS, OBJECTIVE
 
 

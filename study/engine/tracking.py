@@ -25,10 +25,10 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
-from study.engine.checkpoints import retire_checkpoint, stop_if_disk_full
+from study.engine.checkpoints import retire_checkpoint
 from study.engine.console import format_params
+from study.engine.faults import GuardedClient, stop_if_disk_full
 from study.engine.interrupts import StudyStopped
-from study.engine.mlflow_retries import GuardedClient
 from study.records.trials import (
     CELL,
     DIVERGED,

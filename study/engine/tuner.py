@@ -10,17 +10,15 @@ import shutil
 
 from study.engine.checkpoints import sweep_checkpoints
 from study.engine.console import log
-from study.engine.resume import (
-    SavedGenerations,
-    close_lost_runs,
-    generations_dir,
-    keep_in_generation,
-    rebuild_rungs,
-)
+from study.engine.provenance import git_commit
+from study.engine.resume.checkpoint_repair import continued_checkpoints, repair_checkpoints
+from study.engine.resume.lost import close_lost_runs
+from study.engine.resume.rungs import rebuild_rungs
+from study.engine.resume.saves import SavedGenerations, generations_dir, keep_in_generation
 from study.records.exported import points as export_points
 from study.records.plan import Plan
-from study.records.ray_state import continued_checkpoints, repair_checkpoints, saved_state
-from study.records.store import Store, git_commit, write_ahead_log
+from study.records.ray_state import saved_state
+from study.records.store import Store, write_ahead_log
 from study.spaces.strata import optuna_study_name, optuna_study_names, paper_points
 from study.spaces.types import SearchSpace
 from trainables.tune_trainable import OBJECTIVE, TrialSetup, run_trial
@@ -134,7 +132,8 @@ def _new_tuner(store: Store, plan: Plan, space: SearchSpace, trainable, run_conf
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
 
-    from study.engine.search import StratifiedASHA, StratifiedSearch, StudyASHA, StudySearch
+    from study.engine.scheduler import StratifiedASHA, StudyASHA
+    from study.engine.search import StratifiedSearch, StudySearch
 
     # One objective: Optuna's value is it. Several: a multi-objective study (TPE handles both)
     # whose trials report every objective in each result; ASHA still stops on the accuracy.
@@ -203,7 +202,7 @@ def _run_config(store: Store, plan: Plan, setup: TrialSetup, status_every: float
     from ray import tune
 
     from study.engine.checkpoints import LatestCheckpointOnly
-    from study.engine.mlflow_retries import DiskFloor
+    from study.engine.faults import DiskFloor
     from study.engine.progress import Progress
     from study.engine.tracking import MlflowTracking
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from study.records.pareto import finished_points, front
+from study.records.plan import Plan, study_splits
 from study.records.store import Store
 from study.records.trials import (
     Counts,
@@ -16,7 +17,6 @@ from study.records.trials import (
     study_rows,
 )
 from study.spaces.loading import read_yaml
-from study.spaces.strata import study_splits
 from study.spaces.types import DEFAULT_OBJECTIVES
 from trainables.config import TrainConfig
 from trainables.errors import ConfigError
@@ -122,4 +122,4 @@ def study_objectives(store: Store, study: str) -> list:
     default = [[o.metric, o.mode] for o in DEFAULT_OBJECTIVES]
     if not store.study_file(study).is_file():
         return default
-    return store.load_study(study).get("objectives") or default
+    return Plan.load(store, study).objectives or default

@@ -13,8 +13,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,17 +82,6 @@ class Store:
             )
         return json.loads(path.read_text())
 
-    def latest_study(self, dataset: str) -> str:
-        """The most recently started study of ``dataset`` (for a bare ``--resume``)."""
-        records = [
-            (json.loads(p.read_text()), p.stem)
-            for p in (self.root / "studies").glob("*.json")
-        ]
-        mine = sorted((r["created"], name) for r, name in records if r["dataset"] == dataset)
-        if not mine:
-            raise ConfigError(f"no study of {dataset} in {self.root}")
-        return mine[-1][1]
-
     def experiment_id(self, dataset: str) -> str:
         """The data set's MLflow experiment, created here (by the driver) before any trial."""
         from mlflow.exceptions import MlflowException
@@ -163,44 +150,3 @@ def filesystem_type(path: Path, mounts: Path = Path("/proc/mounts")) -> str | No
         if (path == point or point in path.parents) and len(point.parts) >= best:
             best, kind = len(point.parts), fields[2]
     return kind
-
-
-def plan_kind(plan: dict) -> str:
-    """search, grid (``--grid``), rerun (``--config``) or compare (``--compare``)."""
-    return ("grid" if plan.get("grid") else "rerun" if plan.get("config_file")
-            else "compare" if plan.get("compare") else "search")
-
-
-def ui_command(store: Store, port: int) -> list[str]:
-    """`mlflow ui` on the store at 127.0.0.1:``port`` (what ``study.ui`` runs)."""
-    return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", store.tracking_uri,
-            "--host", "127.0.0.1", "--port", str(port)]
-
-
-def experiments(store: Store, dataset: str | None = None) -> dict[str, str]:
-    """The store's data sets (MLflow experiments) and their ids, or just ``dataset``'s."""
-    from mlflow.tracking import MlflowClient
-
-    found = {e.name: e.experiment_id
-             for e in MlflowClient(store.tracking_uri).search_experiments()
-             if e.name != "Default"}
-    return {n: i for n, i in found.items() if dataset is None or n == dataset}
-
-
-def runs_url(experiment_id: str, port: int = 5000, base: str | None = None) -> str:
-    """Where the UI (at ``base``, default 127.0.0.1:``port``) shows an experiment's runs table
-    (not its GenAI overview)."""
-    base = base or f"http://127.0.0.1:{port}"
-    return f"{base}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
-
-
-def git_commit() -> str | None:
-    """The project's commit, when it runs from a git checkout."""
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-            text=True, timeout=10,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None

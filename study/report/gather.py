@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import tempfile
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from study.records.pareto import Point, finished_points, front
-from study.records.store import Store, plan_kind
+from study.records.plan import Plan
+from study.records.store import Store
 from study.records.trials import TrialRecord as Trial
 from study.records.trials import best_per_split, candidates, counted, read_trials
 from trainables.errors import ConfigError
@@ -32,12 +33,12 @@ Kept = dict[str, dict[int, list[tuple[int, float]]]]
 class StudyRecord:
     name: str
     dataset: str
-    kind: str  # search, grid, rerun or compare (study.records.plan.plan_kind)
+    kind: str  # search, grid, rerun or compare (Plan.kind)
     grid: str
     parent_run_id: str
     experiment_id: str
     trials: list[Trial]
-    plan: dict = field(default_factory=dict)
+    plan: Plan  # the saved plan (study.records.plan)
 
     @property
     def finished(self) -> list[Trial]:
@@ -47,11 +48,10 @@ class StudyRecord:
 
 def load_study(store: Store, study: str) -> StudyRecord:
     """The study's plan and every trial run of it; one line when there is nothing to report."""
-    plan = store.load_study(study)  # names the known studies when ``study`` is not one
-    trials = read_trials(store, plan["dataset"], study)
-    kind = plan_kind(plan)
-    record = StudyRecord(study, plan["dataset"], kind, plan.get("grid", ""),
-                         plan["parent_run_id"], plan["experiment_id"],
+    plan = Plan.load(store, study)  # names the known studies when ``study`` is not one
+    trials = read_trials(store, plan.dataset, study)
+    record = StudyRecord(study, plan.dataset, plan.kind, plan.grid, plan.parent_run_id,
+                         plan.experiment_id,
                          sorted(trials, key=lambda t: t.trial_id), plan)
     if not record.finished:
         states = Counter(t.state for t in trials)
@@ -189,7 +189,7 @@ def pareto_fronts(record: StudyRecord) -> list[Front]:
     own = pareto_front(record)
     if own is None:
         return []
-    objectives = record.plan["objectives"]
+    objectives = record.plan.objectives
     names = [m for m, _ in objectives]
     accuracy = next(o for o in objectives if o[0] in ("knn_val_acc", "linear_val_acc"))
     fronts = [own]
@@ -206,13 +206,13 @@ def pareto_front(record: StudyRecord, objectives: list | None = None) -> Front |
     no finished trial reports every objective."""
     from study.spaces.loading import load_space
 
-    objectives = objectives or record.plan["objectives"]
+    objectives = objectives or record.plan.objectives
     points = finished_points(record.trials, objectives)
     if not points:
         return None
     first = {}
     try:
-        space = load_space(record.plan["space_file"])
+        space = load_space(record.plan.space_file)
         first = dict(space.points_to_evaluate[0]) if space.points_to_evaluate else {}
     except ConfigError:
         pass

@@ -33,7 +33,7 @@ def optuna_results(store: Store, record: StudyRecord) -> list[tuple[str, OptunaR
 
     from study.spaces.strata import label, optuna_study_name
 
-    strata = record.plan.get("strata") or [None]
+    strata = record.plan.strata or [None]
     out = []
     for stratum in strata:
         try:
@@ -54,7 +54,7 @@ def _optuna_result(study, record: StudyRecord) -> OptunaResult:
 
     done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
-    result = OptunaResult(record.plan.get("objectives", [[DEFAULT_OBJECTIVES[0].metric]])[0][0],
+    result = OptunaResult((record.plan.objectives or [[DEFAULT_OBJECTIVES[0].metric]])[0][0],
                           maximize, [(t.number, t.values[0]) for t in done if t.values],
                           len(done))
     if len(done) >= MIN_IMPORTANCE_TRIALS:

@@ -45,7 +45,7 @@ def strata_of(search: dict, objectives, only_K: list[int] | None = None) -> list
     return out
 
 
-def check_K(only_K: list[int], search: dict, source: str) -> None:
+def check_only_K(only_K: list[int], search: dict, source: str) -> None:
     """``--K``: splits that the space searches."""
     if "K" not in search:
         raise ConfigError(f"--K {','.join(map(str, only_K))}: {source} does not search K")
@@ -90,28 +90,6 @@ def paper_points(points: list[dict], stratum: dict) -> list[dict]:
     and the space names its point at the paper's split)."""
     same = [p for p in points if all(p.get(k) == v for k, v in stratum.items())]
     return [{k: v for k, v in p.items() if k not in stratum} for p in (same or points[:1])]
-
-
-def study_splits(store, study: str) -> list[int]:
-    """The splits a study covers: its strata, the K its space searches (narrowed by --K), or
-    its grid's; [] where its record or space is gone (then the K its trials ran)."""
-    from study.records.store import plan_kind
-    from study.spaces.loading import load_space
-
-    if not store.study_file(study).is_file():
-        return []
-    plan = store.load_study(study)
-    if plan.get("strata"):
-        return [s["K"] for s in plan["strata"] if "K" in s]
-    try:
-        space = load_space(plan["space_file"])
-    except ConfigError:
-        return []
-    if plan.get("grid"):
-        return list(space.grids.get(plan["grid"], {}).get("K", []))
-    if plan_kind(plan) != "search" or "K" not in space.search:
-        return []
-    return [K for K in space.search["K"].choices if not plan.get("K") or K in plan["K"]]
 
 
 def optuna_study_name(dataset: str, study: str, stratum: dict | None = None) -> str:
