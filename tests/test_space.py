@@ -61,7 +61,7 @@ grids:
         ("search:", "serch:",
          "serch is not a known key; allowed: budgets, dataset, grids, keep_weights, model"),
         ("high: 0.9", "high: 1.5", "search.threshold.high 1.5 is outside [-1, 1]"),
-        ("[1, 2, 4]", "[1, 3]", "search.K 3 does not divide resnet18; allowed: 1, 2, 4, 8"),
+        ("[1, 2, 4]", "[1, 3]", "search.K 3 does not divide the 8 residual blocks of resnet18; allowed: 1, 2, 4, 8"),
         ("type: float", "type: normal", "search.threshold.type 'normal' is unknown"),
         ("arch: resnet18", "arch: resnet34", "model.arch 'resnet34' is unknown"),
         ("epochs: 2", "epochs: 0", "budgets.smoke.epochs 0 must be an integer >= 1"),
@@ -69,7 +69,7 @@ grids:
         ("{K: [1, 2],", "{k: [1, 2],", "grids.pair.k is not a grid parameter; allowed: threshold,"),
         ("[none, 0.3]", "[none, 1.3]", "grids.pair.threshold 1.3 is outside [-1, 1]"),
         ("[none, 0.3]", "[nothing]", "grids.pair.threshold 'nothing' is outside [-1, 1]"),
-        ("{K: [1, 2],", "{K: [1, 5],", "grids.pair.K 5 does not divide resnet18"),
+        ("{K: [1, 2],", "{K: [1, 5],", "grids.pair.K 5 does not divide the 8 residual blocks of resnet18"),
         ("[none, 0.3]", "[0.3, 0.3]", "grids.pair.threshold repeats a value in [0.3, 0.3]"),
         ("pair: {", "pair: 3 #", "grids.pair must map parameters to lists of values"),
         ("grids:", "objectives: [{metric: val_loss, mode: max}]\ngrids:",
@@ -96,13 +96,13 @@ grids:
         ("trials: 2}", "trials: 2, monitor_images: 1}",
          "budgets.smoke.monitor_images 1 must be an integer >= 2 or null"),
         ("{K: [1, 2],", "{K: [2, 4], stages: [1, 4],",
-         "grids.pair.stages 4 exceeds the smallest K (2, grids.pair.K): every stage needs"),
+         "grids.pair.stages 4 exceeds K=2 (the smallest K of grids.pair.K): every stage needs"),
         ("K: {type: categorical, choices: [1, 2, 4]}", "K: {type: categorical, choices: "
          "[1, 2, 4]}\n  stages: {type: categorical, choices: [1, 2]}",
-         "search.stages 2 exceeds the smallest K (1, search.K)"),
+         "search.stages 2 exceeds K=1 (the smallest K of search.K)"),
         # the search is checked beside the grids: train's 2 stages meet the search's K = 1
         ("batch_size: 128", "batch_size: 128, stages: 2",
-         "train.stages 2 exceeds the smallest K (1, search.K)"),
+         "train.stages 2 exceeds K=1 (the smallest K of search.K)"),
     ],
 )
 def test_bad_space_names_file_key_and_allowed(tmp_path, old, new, message):

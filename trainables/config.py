@@ -1,7 +1,7 @@
 """One run's configuration as plain, validated data.
 
-Defaults are the paper's protocol (Sec. 4): Adam, lr 1e-3, weight decay 1e-6, batch 256,
-tau 0.5. ``arch`` and ``width`` default to the data set's: ResNet-18 for Fashion-MNIST,
+Defaults are the paper's protocol (Sec. 4, ``trainables.paper.PROTOCOL``): Adam, lr 1e-3,
+weight decay 1e-6, batch 256, tau 0.5. ``arch`` and ``width`` default to the data set's: ResNet-18 for Fashion-MNIST,
 ResNet-50 for CIFAR-10 and STL-10, a quarter-width ResNet-18 for the offline digits.
 """
 
@@ -11,7 +11,17 @@ import math
 from dataclasses import asdict, dataclass, fields
 
 from trainables.errors import ConfigError
-from trainables.specs import HEADS, PARTITIONS, SUBSAMPLE_MODES, check_K, check_stages, dataset_spec
+from trainables.paper import PROTOCOL
+from trainables.specs import (
+    HEADS,
+    PARTITIONS,
+    STAGES_RULE,
+    SUBSAMPLE_MODES,
+    check_K,
+    check_stages,
+    dataset_spec,
+    stages_problem,
+)
 
 PRECISIONS = ("auto", "bf16", "fp32")
 
@@ -23,13 +33,13 @@ class TrainConfig:
     K: int = 4
     threshold: float | None = None  # T of Eq. (5); None is Eq. (1)
     threshold_slope: float = 0.0  # block k uses T + slope (k - 1) / (K - 1), clipped to [-1, 1]
-    subsample: str = "both"
+    subsample: str = PROTOCOL.subsample
     head: str = "paper"  # local projector heads (trainables.models.HEADS)
-    tau: float = 0.5
+    tau: float = PROTOCOL.tau
     epochs: int = 10
-    batch_size: int = 256
-    lr: float = 1e-3
-    weight_decay: float = 1e-6
+    batch_size: int = PROTOCOL.batch_size
+    lr: float = PROTOCOL.lr
+    weight_decay: float = PROTOCOL.weight_decay
     width: float | None = None  # None: the data set's default
     subset: int | None = None  # cap on the labelled train (and unlabeled) images
     data_dir: str = "data"
@@ -117,8 +127,7 @@ RANGES = {
     "subsample": (lambda v: v in SUBSAMPLE_MODES,
                   f"is unknown; allowed: {', '.join(SUBSAMPLE_MODES)}"),
     "head": (lambda v: v in HEADS, f"is unknown; allowed: {', '.join(HEADS)}"),
-    "stages": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
-               "must be a whole number >= 1"),
+    "stages": (lambda v: stages_problem(v) is None, STAGES_RULE),
     "partition": (lambda v: v in PARTITIONS, f"is unknown; allowed: {', '.join(PARTITIONS)}"),
     "tau": (lambda v: _is_number(v) and v > 0, "must be a positive number"),
     "lr": (lambda v: _is_number(v) and v > 0, "must be a positive number"),

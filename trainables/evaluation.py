@@ -19,8 +19,8 @@ from trainables.augment import Normalize
 from trainables.data import DataBundle
 from trainables.features import pooled_features
 from trainables.models import DecoupledResNet
+from trainables.paper import PROTOCOL
 
-LINEAR_EPOCHS = 200  # Sec. 4.1
 LINEAR_LR = 1e-3
 LINEAR_BATCH = 256
 SPECTRUM_SAMPLES = 2048  # held-out images the covariance is taken over
@@ -72,7 +72,7 @@ def linear_probes(
     test_x: list[torch.Tensor],
     test_y: torch.Tensor,
     num_classes: int,
-    epochs: int = LINEAR_EPOCHS,
+    epochs: int = PROTOCOL.linear_epochs,
     lr: float = LINEAR_LR,
     batch_size: int = LINEAR_BATCH,
     weight_decay: float = 1e-6,
@@ -141,7 +141,7 @@ def linear_probes(
 
 
 def probe_blocks(
-    feats: BlockFeatures, data: DataBundle, epochs: int = LINEAR_EPOCHS, seed: int = 0
+    feats: BlockFeatures, data: DataBundle, epochs: int = PROTOCOL.linear_epochs, seed: int = 0
 ) -> list[LinearResult]:
     """A linear probe on every block's output h^k (Fig. 2); the last one is linear evaluation."""
     return linear_probes(

@@ -1,4 +1,6 @@
-"""The paper's own figures, as data, in one place: what ``study.report`` puts beside our cells.
+"""The paper, as data, in one place: its protocol's values (the defaults of a run and of a search
+space's ``train:``), its T for each data set, and its own figures (what ``study.report`` puts
+beside our cells).
 
 Source: "Preventing Dimensional Collapse in Contrastive Local Learning with Subsampling",
 Table 1 (CIFAR-10 and STL-10, ResNet-50; linear evaluation test accuracy in %, mean +- std over
@@ -10,8 +12,33 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+
+@dataclass(frozen=True)
+class Protocol:
+    """Sec. 4's training protocol: Adam at ``lr`` with ``weight_decay``, batches of
+    ``batch_size``, the temperature ``tau`` of Eq. (1), both kinds of pairs subsampled by Eq. (5)
+    (``subsample``), and a linear evaluation of ``linear_epochs`` epochs (Sec. 4.1)."""
+
+    lr: float = 1e-3
+    weight_decay: float = 1e-6
+    batch_size: int = 256
+    tau: float = 0.5
+    subsample: str = "both"
+    linear_epochs: int = 200
+
+
+PROTOCOL = Protocol()
+
 # Sec. 4: "T = 0 for CIFAR, T = 0.3 for Fashion-MNIST and T = -0.4 for STL-10".
 PAPER_T = {"cifar10": 0.0, "fmnist": 0.3, "stl10": -0.4}
+
+
+def paper_point(dataset: str) -> dict | None:
+    """The paper's (T, tau) for ``dataset``; None where the paper has no T for it (the offline
+    digits: a space's own point stands in)."""
+    if dataset not in PAPER_T:
+        return None
+    return {"threshold": PAPER_T[dataset], "tau": PROTOCOL.tau}
 
 
 @dataclass(frozen=True)
@@ -46,15 +73,15 @@ TABLE = {
 }
 
 
-def paper_cell(dataset: str, K: int, threshold: float | None, subsample: str = "both",
-               tau: float = 0.5) -> PaperCell | None:
+def paper_cell(dataset: str, K: int, threshold: float | None,
+               subsample: str = PROTOCOL.subsample, tau: float = PROTOCOL.tau) -> PaperCell | None:
     """The paper's figure for this configuration, where it reports one: Eq. (1), or Eq. (5) at
     the paper's T with both kinds of pairs subsampled, at its tau of 0.5."""
     row = TABLE.get((dataset, K))
-    if row is None or tau != 0.5:
+    if row is None or tau != PROTOCOL.tau:
         return None
     if threshold is None:
         return row[None]
-    if subsample == "both" and threshold == PAPER_T.get(dataset):
+    if subsample == PROTOCOL.subsample and threshold == PAPER_T.get(dataset):
         return row["ours"]
     return None

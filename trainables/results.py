@@ -14,19 +14,19 @@ import numpy as np
 
 from trainables.cost import block_costs, cost_summary
 from trainables.evaluation import (
-    LINEAR_EPOCHS,
     BlockFeatures,
     block_spectra,
     effective_rank,
     probe_blocks,
 )
+from trainables.paper import PROTOCOL
 from trainables.plots import plot_kept_ratios, plot_probes, plot_spectra
 from trainables.trainer import Trainer
 
 
 def final_report(
     trainer: Trainer,
-    linear_epochs: int = LINEAR_EPOCHS,
+    linear_epochs: int = PROTOCOL.linear_epochs,
     out_dir: str | Path | None = None,
     log: Callable[[str], None] | None = None,
 ) -> tuple[dict, list[np.ndarray]]:

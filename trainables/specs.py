@@ -90,20 +90,41 @@ def allowed_K(arch: str) -> list[int]:
     return [k for k in range(1, n + 1) if n % k == 0]
 
 
+# The split and stage rules, each written once: a run's configuration (trainables.config), a
+# search space's YAML (study.spaces.loading) and the network (trainables.models) ask them here.
+STAGES_RULE = "must be a whole number >= 1"
+
+
+def K_problem(arch: str, K) -> str | None:
+    """What is wrong with splitting ``arch`` into ``K`` blocks (Table 3: K divides its residual
+    blocks), or None."""
+    if K in allowed_K(arch):
+        return None
+    return (f"does not divide the {n_residual_blocks(arch)} residual blocks of {arch}; "
+            f"allowed: {', '.join(map(str, allowed_K(arch)))}")
+
+
+def stages_problem(stages, K: int | None = None, K_from: str = "") -> str | None:
+    """What is wrong with ``stages`` pipeline stages (``trainables.pipeline``) for ``K`` blocks
+    (a whole number from 1 to K; ``K_from`` says where K came from), or None."""
+    if not isinstance(stages, int) or isinstance(stages, bool) or stages < 1:
+        return STAGES_RULE
+    if K is not None and stages > K:
+        return (f"exceeds K={K}{f' ({K_from})' if K_from else ''}: every stage needs at least "
+                f"one block")
+    return None
+
+
 def check_K(arch: str, K: int) -> None:
-    if K not in allowed_K(arch):
-        raise ConfigError(
-            f"K={K} does not divide the {n_residual_blocks(arch)} residual blocks of {arch}; "
-            f"allowed: {', '.join(map(str, allowed_K(arch)))}"
-        )
+    problem = K_problem(arch, K)
+    if problem is not None:
+        raise ConfigError(f"K={K} {problem}")
 
 
 def check_stages(K: int, stages: int) -> None:
-    """Pipeline stages (``trainables.pipeline``): a whole number from 1 to K."""
-    if not isinstance(stages, int) or isinstance(stages, bool) or stages < 1:
-        raise ConfigError(f"stages={stages!r} must be a whole number >= 1")
-    if stages > K:
-        raise ConfigError(f"stages={stages} exceeds K={K}: every stage needs at least one block")
+    problem = stages_problem(stages, K)
+    if problem is not None:
+        raise ConfigError(f"stages={stages!r} {problem}")
 
 
 def split_points(arch: str, K: int) -> list[tuple[int, int]]:

@@ -19,9 +19,10 @@ import torch
 from study.engine.console import log
 from trainables.config import TrainConfig
 from trainables.data import SPECS, DataBundle
-from trainables.evaluation import LINEAR_EPOCHS, linear_probes
+from trainables.evaluation import linear_probes
 from trainables.features import pooled_features
 from trainables.losses import contrastive_loss
+from trainables.paper import PROTOCOL
 from trainables.trainer import Trainer
 
 
@@ -149,7 +150,7 @@ def _monitor_pass(trainer: Trainer) -> Callable[[], object]:
 
 def bench_linear_eval(channels: list[int], case: Case, device: torch.device,
                       quick: bool) -> float:
-    """Seconds of a run's linear evaluation and K probes (``LINEAR_EPOCHS`` epochs) on features
+    """Seconds of a run's linear evaluation and K probes (``PROTOCOL.linear_epochs`` epochs) on features
     of the real sizes: the measured time of an epoch times the epochs."""
     g = torch.Generator(device=device).manual_seed(0)
     n, classes = case.train_images, SPECS[case.dataset].num_classes
@@ -161,7 +162,7 @@ def bench_linear_eval(channels: list[int], case: Case, device: torch.device,
     def fit():
         linear_probes(train, y, held, y[:64], held, y[:64], classes, epochs=epochs)
 
-    return timed(fit, device, repeats=1) / epochs * LINEAR_EPOCHS
+    return timed(fit, device, repeats=1) / epochs * PROTOCOL.linear_epochs
 
 
 def _steps(trainer: Trainer, batches: list[torch.Tensor]) -> Callable[[], None]:

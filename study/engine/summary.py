@@ -6,6 +6,7 @@ counts are ``split_counts``; a lost run is none of the study's trials and is lef
 from __future__ import annotations
 
 from study.engine.console import log
+from study.records.tables import num
 from study.records.trials import Counts, TrialRecord, counted, ranked, split_counts
 
 
@@ -60,6 +61,7 @@ def _line(row: TrialRecord, on_front: set[str]) -> str:
 
 
 def _fmt(v) -> str:
+    """``-`` for none, an accuracy (a fraction) to 4 decimals, else ``num``'s 3 digits."""
     if v is None:
         return "-"
-    return f"{v:.4f}" if isinstance(v, float) and abs(v) <= 1 else f"{v:.3g}"
+    return f"{v:.4f}" if isinstance(v, float) and abs(v) <= 1 else num(v)

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from study.records.plan import Plan, study_splits
 from study.records.store import Store
+from study.records.tables import Stat, Table, num, pct_spread, signed
 from study.records.trials import TrialRecord, best_per_split, parse_param, read_trials, split_counts
-from study.report.tables import Stat, Table
-from study.spaces.strata import paper_points, study_splits
+from study.spaces.strata import paper_points
 from trainables.config import TrainConfig
 from trainables.errors import ConfigError
 
@@ -29,11 +30,9 @@ def compare_points(store: Store, dataset: str, searched: str, space) -> tuple[li
     searched study, ``{"K", "searched": i, "paper": j, "trials", "finished"}`` with indexes
     into the points."""
     from study.records.exported import CONFIG_KEYS
-    from study.records.store import plan_kind
-
-    plan = store.load_study(searched)
-    if plan_kind(plan) != "search":
-        raise ConfigError(f"--compare {searched}: a {plan_kind(plan)} study has no search to "
+    plan = Plan.load(store, searched)
+    if plan.kind != "search":
+        raise ConfigError(f"--compare {searched}: a {plan.kind} study has no search to "
                           f"compare; give a search's name")
     trials = read_trials(store, dataset, searched)
     answer = best_per_split(trials)
@@ -133,44 +132,22 @@ def _point_of(t: TrialRecord, points: list[dict]) -> int | None:
     return None
 
 
-def pct(stat: Stat | None) -> str:
-    """``71.3 ± 0.4`` in %, or ``-``."""
-    if stat is None:
-        return "-"
-    return f"{100 * stat.mean:.2f}" + (f" ± {100 * stat.std:.2f}" if stat.std is not None else "")
-
-
-def signed(stat: Stat | None) -> str:
-    """A difference in points: ``+0.42 ± 0.30 [-0.3, +1.2]`` (its 95% interval), or ``-``."""
-    if stat is None:
-        return "-"
-    text = f"{100 * stat.mean:+.2f}"
-    if stat.std is not None:
-        lo, hi = stat.interval()
-        text += f" ± {100 * stat.std:.2f} [{100 * lo:+.2f}, {100 * hi:+.2f}]"
-    return text
-
-
 def table_rows(rows: list[Row]) -> list[list[str]]:
     """The rows as table cells: K, metric, the two configurations' T and tau, both arms, the
     difference, the verdict."""
     names = dict(METRICS)
     return [[str(r.K), names[r.metric],
-             f"T={_g(r.searched_config.get('threshold'))} "
-             f"tau={_g(r.searched_config.get('tau'))}",
-             f"T={_g(r.paper_config.get('threshold'))} tau={_g(r.paper_config.get('tau'))}",
-             pct(r.searched), pct(r.paper), signed(r.difference),
+             f"T={num(r.searched_config.get('threshold'))} "
+             f"tau={num(r.searched_config.get('tau'))}",
+             f"T={num(r.paper_config.get('threshold'))} tau={num(r.paper_config.get('tau'))}",
+             pct_spread(r.searched), pct_spread(r.paper), signed(r.difference),
              str(r.difference.n if r.difference else 0), r.verdict] for r in rows]
 
 
 HEADERS = ["K", "metric", "searched", "paper", "searched %", "paper %",
            "difference (pts) [95% CI]", "seeds", "verdict"]
 
-
-def _g(v) -> str:
-    """A value to 3 significant digits; one that comes back from MLflow as text too."""
-    value = parse_param(v) if isinstance(v, str) else v
-    return f"{value:.3g}" if isinstance(value, float) else str(value)
+_g = num  # its name here before the formats moved to study.records.tables
 
 
 def comparison_table(trials: list[TrialRecord], plan: dict) -> Table:

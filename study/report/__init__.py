@@ -16,14 +16,16 @@ Accuracies are shown in %, like the paper. Hyperparameters are ranked on the val
 only; test accuracy is reported beside them, never used to choose.
 
 One job a module, so that each can be read and tested alone: ``data`` reads the study and gathers
-the numbers behind every table and figure, ``tables`` formats the tables, ``figures`` draws (the
-paper's figures through ``trainables.plots``, like a run's own), ``page`` puts the HTML together
-and logs it to MLflow, ``__main__`` is the command.
+the numbers behind every table and figure, ``tables`` formats the tables (through the table type
+and the number formats of ``study.records.tables``), ``figures`` draws (the paper's figures
+through ``trainables.plots``, like a run's own), ``page`` puts the HTML together and logs it to
+MLflow, ``__main__`` is the command.
 """
 
 from __future__ import annotations
 
+from study.records.tables import Table
 from study.report.gather import StudyRecord, load_study
-from study.report.tables import Table, grid_table
+from study.report.tables import grid_table
 
 __all__ = ["StudyRecord", "Table", "grid_table", "load_study"]

@@ -13,12 +13,12 @@ from pathlib import Path
 
 from study.records.comparison import comparison_table
 from study.records.store import Store
+from study.records.tables import Table
 from study.records.trials import Counts
 from study.report import figures, gather
 from study.report.gather import StudyRecord
 from study.report.importances import IMPORTANCE_EVALUATOR, MIN_IMPORTANCE_TRIALS, optuna_results
 from study.report.tables import (
-    Table,
     best_per_K_table,
     front_table,
     gain_table,

@@ -1,20 +1,16 @@
-"""The report's tables: each a title, headers and rows of text, printed to the terminal and shown
-in the page alike.
+"""The report's tables, printed to the terminal and shown in the page alike.
 
-Builders take a ``StudyRecord`` (or what ``data`` gathered from the store) and only format:
-accuracies in %, like the paper, costs with SI prefixes; a cell's seeds as mean ± sample std.
+Builders take a ``StudyRecord`` (or what ``gather`` gathered from the store) and only format,
+through the table type and the number formats of ``study.records.tables``: accuracies in %, like
+the paper, costs with SI prefixes; a cell's seeds as mean ± sample std.
 """
 
 from __future__ import annotations
 
-import html
 import math
-import statistics
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass
 
-from study.records.trials import TrialRecord as Trial
+from study.records.tables import Column, Stat, Table, gb, pct, si, signed, stat_text
 from study.records.trials import ranked, split_counts
 from study.report.gather import (
     Front,
@@ -27,83 +23,16 @@ from study.report.gather import (
 )
 from trainables.paper import PAPER_T, PaperCell
 
-
-@dataclass
-class Stat:
-    mean: float
-    std: float | None  # sample std; None with one value
-    n: int
-
-    @classmethod
-    def of(cls, values: list[float]) -> Stat | None:
-        values = [v for v in values if v is not None and math.isfinite(v)]
-        if not values:
-            return None
-        std = statistics.stdev(values) if len(values) > 1 else None
-        return cls(statistics.fmean(values), std, len(values))
-
-    def interval(self) -> tuple[float, float] | None:
-        """The 95% t-interval of the mean; None with one value."""
-        if self.std is None:
-            return None
-        from scipy.stats import t
-
-        half = t.ppf(0.975, self.n - 1) * self.std / math.sqrt(self.n)
-        return self.mean - half, self.mean + half
-
-
-@dataclass
-class Column:
-    key: str  # a metric name, or a Trial property through ``get``
-    title: str
-    fmt: Callable[[float], str]
-    get: Callable[[Trial], float | None] | None = None
-
-    def value(self, t: Trial) -> float | None:
-        return self.get(t) if self.get else t.metrics.get(self.key)
-
-
-def _pct(v: float) -> str:
-    return f"{100 * v:.1f}"
-
-
-def _pct_std(v: float) -> str:
-    return f"{100 * v:.2f}"
-
-
-def _si(v: float) -> str:
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(v) >= scale:
-            return f"{v / scale:.3g} {unit}"
-    return f"{v:.3g}"
-
-
-def _gb(v: float) -> str:
-    return f"{v / 1e9:.2f} GB"
-
-
 GRID_COLUMNS = [
-    Column("linear_test_acc", "linear test %", _pct),
-    Column("linear_val_acc", "linear val %", _pct),
-    Column("knn_val_acc", "kNN val %", _pct),
+    Column("linear_test_acc", "linear test %", pct),
+    Column("linear_val_acc", "linear val %", pct),
+    Column("knn_val_acc", "kNN val %", pct),
     Column("last_block_rank", "eff. rank (last block)", lambda v: f"{v:.1f}",
            get=lambda t: t.last_block_rank),
-    Column("max_block_macs", "max block MACs", _si),
-    Column("max_block_head_macs", "max block+head MACs", _si),
-    Column("peak_memory_bytes", "peak memory", _gb),
+    Column("max_block_macs", "max block MACs", si),
+    Column("max_block_head_macs", "max block+head MACs", si),
+    Column("peak_memory_bytes", "peak memory", gb),
 ]
-
-
-def _stat_text(stat: Stat | None, col: Column) -> str:
-    if stat is None:
-        return "-"
-    if stat.std is None:
-        return col.fmt(stat.mean)
-    if col.fmt in (_pct,):
-        return f"{_pct(stat.mean)} ± {_pct_std(stat.std)}"
-    if stat.std == 0:  # MACs are the same for every seed
-        return col.fmt(stat.mean)
-    return f"{col.fmt(stat.mean)} ± {col.fmt(stat.std)}"
 
 
 def _paper_text(p: PaperCell | None, what: str) -> str:
@@ -112,36 +41,8 @@ def _paper_text(p: PaperCell | None, what: str) -> str:
     if what == "accuracy":
         return f"{p.accuracy:.1f}" + (f" ± {p.std:.1f}" if p.std is not None else "")
     if what == "macs":
-        return _si(p.max_block_macs) if p.max_block_macs else "-"
+        return si(p.max_block_macs) if p.max_block_macs else "-"
     return f"{p.memory_gb:.1f} GB" if p.memory_gb else "-"
-
-
-@dataclass
-class Table:
-    title: str
-    headers: list[str]
-    rows: list[list[str]]
-    note: str = ""
-
-    def text(self, limit: int | None = None) -> str:
-        """The table for a terminal: its first ``limit`` rows (all without), then a line
-        saying how many more the HTML holds."""
-        rows = self.rows if limit is None else self.rows[:limit]
-        widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
-                  for i, h in enumerate(self.headers)]
-        line = lambda cells: "  ".join(c.rjust(w) for c, w in zip(cells, widths))  # noqa: E731
-        out = [self.title, line(self.headers), *(line(r) for r in rows)]
-        if len(rows) < len(self.rows):
-            out.append(f"... {len(self.rows) - len(rows)} more row(s) in the report's HTML")
-        return "\n".join(out + ([self.note] if self.note else []))
-
-    def html(self) -> str:
-        head = "".join(f"<th>{html.escape(h)}</th>" for h in self.headers)
-        body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>"
-                       for r in self.rows)
-        note = f'<p class="note">{html.escape(self.note)}</p>' if self.note else ""
-        return (f"<h3>{html.escape(self.title)}</h3><table><thead><tr>{head}</tr></thead>"
-                f"<tbody>{body}</tbody></table>{note}")
 
 
 def grid_table(record: StudyRecord) -> Table:
@@ -152,7 +53,7 @@ def grid_table(record: StudyRecord) -> Table:
                "paper test %", "paper max block MACs", "paper memory"]
     rows = []
     for cell in cells(record):
-        stats = [_stat_text(Stat.of([c.value(t) for t in cell.finished]), c) for c in columns]
+        stats = [stat_text(Stat.of([c.value(t) for t in cell.finished]), c.fmt) for c in columns]
         rows.append([cell.name, f"{len(cell.finished)}/{cell.trials}", *stats,
                      _paper_text(cell.paper, "accuracy"), _paper_text(cell.paper, "macs"),
                      _paper_text(cell.paper, "memory")])
@@ -174,8 +75,7 @@ def gain_table(record: StudyRecord) -> Table | None:
             continue
         paper = paper_gain(record.dataset, K, T, sub, tau)
         rows.append([str(K), f"{T:g}", sub, f"{tau:g}", str(stat.n),
-                     f"{100 * stat.mean:+.2f}" + (f" ± {100 * stat.std:.2f}"
-                                                   if stat.std is not None else ""),
+                     signed(stat, interval=False),
                      "-" if paper is None else f"{paper:+.1f}"])
     if not rows:
         return None
@@ -193,8 +93,8 @@ def best_per_K_table(record: StudyRecord) -> Table:
         rows.append([str(t.K), t_text(t.threshold),
                      f"{t.params.get('threshold_slope', 0.0):.3g}",
                      f"{t.params.get('tau', 0.5):.3g}", t.params.get("head", "paper"),
-                     t.params.get("subsample", "both"), _pct(m["linear_val_acc"]),
-                     _pct(m.get("knn_val_acc", math.nan)), _pct(m["linear_test_acc"]),
+                     t.params.get("subsample", "both"), pct(m["linear_val_acc"]),
+                     pct(m.get("knn_val_acc", math.nan)), pct(m["linear_test_acc"]),
                      t_text(PAPER_T.get(record.dataset, "-")), t.trial_id,
                      f"{counts[t.K].finished}/{counts[t.K].trials}"])
     chosen = {t.K for t in best}
@@ -215,8 +115,8 @@ def trials_table(record: StudyRecord) -> Table:
         order = sorted(order, key=lambda t: t.K)  # stable: best first within each K
     rows = [[t.trial_id, str(t.K), t_text(t.threshold), f"{t.params.get('tau', 0.5):.3g}",
              t.params.get("subsample", "both"), str(t.params.get("seed", 0)),
-             _pct(t.metrics["knn_val_acc"]) if "knn_val_acc" in t.metrics else "-",
-             _pct(t.metrics["linear_val_acc"]) if "linear_val_acc" in t.metrics else "-",
+             pct(t.metrics["knn_val_acc"]) if "knn_val_acc" in t.metrics else "-",
+             pct(t.metrics["linear_val_acc"]) if "linear_val_acc" in t.metrics else "-",
              str(t.epochs or "-"), t.state]
             for t in order]
     states = Counter(t.state for t in record.trials)
@@ -237,7 +137,7 @@ def front_table(front: Front) -> Table:
           str(p.params.get("head", "paper")),
           t_text(p.params.get("threshold")), f"{p.params.get('threshold_slope', 0):.3g}",
           f"{p.params.get('tau', 0.5):.3g}",
-          *(_pct(p.values[n]) if n.endswith("_acc") else _si(p.values[n]) for n in names)]
+          *(pct(p.values[n]) if n.endswith("_acc") else si(p.values[n]) for n in names)]
          for p in sorted(front.members, key=lambda p: p.values[names[-1]])],
         "Stopped-early and diverged trials never enter the front."
         + ("" if front.marked else " No finished trial ran the space's first point (the paper's)."),

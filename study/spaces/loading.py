@@ -29,7 +29,7 @@ from study.spaces.types import (
 )
 from trainables.config import range_problem
 from trainables.errors import ConfigError
-from trainables.specs import ARCH_LAYERS, SPECS, allowed_K
+from trainables.specs import ARCH_LAYERS, SPECS, K_problem, stages_problem
 
 
 def space_path(dataset: str) -> Path:
@@ -140,9 +140,9 @@ def _check_stages(where: _Where, train: Train, search: dict, grids: dict) -> Non
     for grid_name in [None, *grids]:
         key, stages = values("stages", grid_name, train.stages)
         K_key, Ks = values("K", grid_name, train.K)
-        if max(stages) > min(Ks):
-            raise where.error(key, f"{max(stages)} exceeds the smallest K ({min(Ks)}, "
-                                   f"{K_key}): every stage needs at least one block")
+        problem = stages_problem(max(stages), min(Ks), f"the smallest K of {K_key}")
+        if problem is not None:
+            raise where.error(key, f"{max(stages)} {problem}")
 
 
 class _Where:
@@ -184,10 +184,8 @@ def _check_value(where: _Where, prefix: str, values: dict, arch: str, nest: bool
     the error names ``prefix.name``, or ``prefix`` alone without ``nest``."""
     for name, v in values.items():
         key = f"{prefix}.{name}" if nest else prefix
-        if name == "K" and v not in allowed_K(arch):
-            raise where.error(key, f"{v!r} does not divide {arch}; allowed: "
-                              f"{', '.join(map(str, allowed_K(arch)))}")
-        problem = range_problem(name, v)  # the one rule of each range (trainables.config)
+        # The one rule of each range (trainables.config) and of the splits (trainables.specs).
+        problem = K_problem(arch, v) if name == "K" else range_problem(name, v)
         if problem is not None:
             raise where.error(key, f"{v!r} {problem}")
 

@@ -13,6 +13,7 @@ import itertools
 from dataclasses import dataclass, field
 
 from trainables.errors import ConfigError
+from trainables.paper import PROTOCOL
 
 SEARCHABLE = ("threshold", "threshold_slope", "tau", "K", "subsample", "head", "stages",
               "lr", "weight_decay")
@@ -36,16 +37,17 @@ class Model:
 
 @dataclass
 class Train:
-    """The paper's protocol (Sec. 4): the values used for whatever is not searched."""
+    """The values used for whatever is not searched: by default the paper's protocol (Sec. 4,
+    ``trainables.paper.PROTOCOL``)."""
 
-    lr: float = 1e-3
-    weight_decay: float = 1e-6
-    batch_size: int = 256
-    tau: float = 0.5
+    lr: float = PROTOCOL.lr
+    weight_decay: float = PROTOCOL.weight_decay
+    batch_size: int = PROTOCOL.batch_size
+    tau: float = PROTOCOL.tau
     K: int = 1
     threshold: float | None = None
-    subsample: str = "both"
-    linear_epochs: int = 200
+    subsample: str = PROTOCOL.subsample
+    linear_epochs: int = PROTOCOL.linear_epochs
     stages: int = 1  # pipeline stages a trial trains its blocks in (trainables.pipeline)
     partition: str = "auto"
 
