@@ -17,10 +17,10 @@ from study.engine.console import log, parser, print_json, run, threshold_arg
 from study.records.exported import load_export
 from trainables.config import TrainConfig
 from trainables.data import SPECS
-from trainables.evaluation import LINEAR_EPOCHS
 from trainables.losses import SUBSAMPLE_MODES
 from trainables.models import ARCHS
-from trainables.pipeline import PipelinedTrainer, check_stages
+from trainables.paper import PROTOCOL
+from trainables.pipeline import PipelinedTrainer, check_stage_devices
 from trainables.results import final_report
 from trainables.trainer import Trainer
 
@@ -67,7 +67,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--config-K", type=int, default=None,
                    help="with --config: the best configuration for this K instead")
     p.add_argument("--checkpoint", type=Path, default=None, help="save here; resume if present")
-    p.add_argument("--linear-epochs", type=int, default=LINEAR_EPOCHS,
+    p.add_argument("--linear-epochs", type=int, default=PROTOCOL.linear_epochs,
                    help="epochs of linear evaluation and of each probe (0: skip evaluation)")
     p.add_argument("--out", type=Path, default=None,
                    help="write spectra (.npy, PNG), plots and metrics.json here")
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
                                           stages=cfg.stages, partition=cfg.partition)
         log(f"resumed {args.checkpoint} at epoch {trainer.epoch}")
     else:
-        check_stages(cfg.K, cfg.stages, cfg.device)  # before the data are loaded
+        check_stage_devices(cfg.K, cfg.stages, cfg.device)  # before the data are loaded
         trainer = Trainer(cfg)
     c = trainer.cfg
     log(
@@ -116,12 +116,12 @@ def main(argv: list[str] | None = None) -> int:
         f"{len(trainer.data.pretrain)} train images"
     )
     on_epoch = lambda r: log(epoch_line(r, c.epochs))  # noqa: E731
-    if c.stages == 1:
-        trainer.fit(on_epoch=on_epoch, checkpoint=args.checkpoint)
-    else:
-        with PipelinedTrainer(trainer, c.stages, c.partition) as pipeline:
+    # As the trainable runs it (trainables.tune_trainable): one stage is the trainer itself.
+    with PipelinedTrainer(trainer, c.stages, c.partition) as pipeline:
+        if c.stages > 1:
             log(f"{c.stages} stages, {pipeline.describe()}")
-            pipeline.fit(on_epoch=on_epoch, checkpoint=args.checkpoint)
+        pipeline.fit(on_epoch=on_epoch, checkpoint=args.checkpoint)
+        if pipeline.stats:  # measured where blocks ran at once
             log(pipeline_line(pipeline))
     final = trainer.history[-1]["knn_val_acc"] if trainer.history else None
     log(f"final kNN validation accuracy: {final:.4f}")

@@ -163,3 +163,16 @@ def test_each_grid_meets_only_its_own_stage_counts(tmp_path):
                              "choices: [2, 4]}\n  stages: {type: categorical, choices: [1, 2]}"))
     space = load_space(path)
     assert space.grids["piped"]["stages"] == [2]
+
+
+def test_each_shipped_space_starts_its_search_at_the_papers_T_and_tau():
+    """The paper's T per data set lives in trainables.paper; the shipped spaces' first points
+    (what a search evaluates first, and what the report and --compare call the paper's) agree."""
+    from trainables.paper import PAPER_T, paper_point
+
+    for path in sorted(space_path("digits").parent.glob("*.yaml")):
+        space = load_space(path)
+        if space.dataset not in PAPER_T:
+            continue
+        for point in space.points_to_evaluate:
+            assert {k: point[k] for k in ("threshold", "tau")} == paper_point(space.dataset), path

@@ -11,6 +11,7 @@ from study.engine.scheduler import StratifiedASHA
 from study.engine.search import StratifiedSearch, StudySearch
 from study.engine.tuner import optuna_space
 from study.records.comparison import comparison, comparison_table
+from study.records.plan import Plan
 from study.records.trials import TrialRecord
 from study.spaces.loading import load_space, space_path
 from study.spaces.strata import optuna_study_name, paper_points, shares, strata_of
@@ -160,7 +161,9 @@ def test_seeds_comparison_matches_a_hand_computation():
     same = rows[8, "linear_test_acc"]
     assert same.difference.mean == 0 and same.verdict == "the search's best is the paper's point"
 
-    plan = {"points": POINTS, "arms": ARMS, "compare": "search", "seeds": 3}
+    plan = Plan(study="s-vs-paper", dataset="digits", space_file="", budget="smoke", trials=6,
+                epochs=0, concurrency=1, gpus_per_trial=0, cpus_per_trial=1, data_dir="",
+                seed=1, points=POINTS, arms=ARMS, compare="search", seeds=3)
     table = comparison_table(trials, plan)
     assert table.rows[0][:7] == ["4", "linear test", "T=0.1 tau=0.5", "T=0.3 tau=0.5",
                                  "82.00 ± 2.00", "81.00 ± 2.65", "+1.00 ± 1.00 [-1.48, +3.48]"]
@@ -191,8 +194,6 @@ def searched(tmp_path):
     from study.records.store import Store
 
     store = Store.at(tmp_path / "mlruns")
-    from study.records.plan import Plan
-
     store.save_study("s", Plan(
         study="s", dataset="digits", space_file=str(space_path("digits")), budget="smoke",
         trials=4, epochs=3, concurrency=2, gpus_per_trial=0, cpus_per_trial=1, data_dir="/data",
@@ -243,7 +244,7 @@ def test_a_comparison_runs_on_fresh_seeds_never_the_searchs_own(searched):
 
 
 def test_the_comparison_shows_T_to_3_digits_whether_a_number_or_mlflow_text():
-    from study.records.comparison import _g
+    from study.records.tables import num
 
-    assert _g(0.7866811582065296) == _g("0.7866811582065296") == "0.787"
-    assert _g("0.5") == "0.5" and _g(None) == "None" and _g("None") == "None"
+    assert num(0.7866811582065296) == num("0.7866811582065296") == "0.787"
+    assert num("0.5") == "0.5" and num(None) == "None" and num("None") == "None"

@@ -61,7 +61,7 @@ def _summarise(store: Store, plan: Plan) -> None:
     if plan.compare:  # a --compare study: its answer
         from study.records.comparison import comparison_table
 
-        log("\n" + comparison_table(rows, plan.__dict__).text())
+        log("\n" + comparison_table(rows, plan).text())
     best = next((r for r in candidates(rows) if r.model_uri), None)
     from mlflow.tracking import MlflowClient
 

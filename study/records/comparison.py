@@ -21,6 +21,7 @@ from study.records.trials import TrialRecord, best_per_split, parse_param, read_
 from study.spaces.strata import paper_points
 from trainables.config import TrainConfig
 from trainables.errors import ConfigError
+from trainables.paper import paper_point
 
 METRICS = (("linear_test_acc", "linear test"), ("linear_val_acc", "linear val"))
 
@@ -49,10 +50,13 @@ def compare_points(store: Store, dataset: str, searched: str, space) -> tuple[li
         config = {k: best.params[k] for k in CONFIG_KEYS
                   if k in best.params and k not in ("data_dir", "seed")}
         stratum = {k: config.get(k) for k in ("K", "head") if k in space.search}
-        paper = next(iter(paper_points(space.points_to_evaluate, stratum or {"K": K})), None)
+        # The paper's T and tau for the data set (trainables.paper); the space's own point
+        # stands in where the paper has none (the offline digits).
+        paper = paper_point(dataset) or next(
+            iter(paper_points(space.points_to_evaluate, stratum or {"K": K})), None)
         if paper is None:
-            raise ConfigError(f"--compare {searched}: {space.source} has no points_to_evaluate, "
-                              f"so no paper's point to compare with")
+            raise ConfigError(f"--compare {searched}: the paper gives no T for {dataset} and "
+                              f"{space.source} has no points_to_evaluate to stand in")
         # The paper's protocol for every searched value: its point's, else the space's train:
         # (the searched best differs from it in what the search chose, nothing else).
         protocol = {k: getattr(space.train, k, TrainConfig.__dataclass_fields__[k].default)
@@ -147,15 +151,12 @@ def table_rows(rows: list[Row]) -> list[list[str]]:
 HEADERS = ["K", "metric", "searched", "paper", "searched %", "paper %",
            "difference (pts) [95% CI]", "seeds", "verdict"]
 
-_g = num  # its name here before the formats moved to study.records.tables
-
-
-def comparison_table(trials: list[TrialRecord], plan: dict) -> Table:
+def comparison_table(trials: list[TrialRecord], plan: Plan) -> Table:
     """The comparison of a ``--compare`` study from its trials and its plan, for the terminal
     and the report alike."""
-    rows = comparison(trials, plan.get("points") or [], plan.get("arms") or [])
-    missing = [f"K={a['K']}: no finished trial in {plan.get('compare')} ({a['trials']} ran), "
-               f"nothing to compare" for a in plan.get("arms") or [] if "searched" not in a]
-    return Table(f"Searched best against the paper's T, {plan.get('seeds')} seed(s) each "
-                 f"(search: {plan.get('compare')}; difference = searched - paper, paired by seed)",
+    rows = comparison(trials, plan.points, plan.arms)
+    missing = [f"K={a['K']}: no finished trial in {plan.compare} ({a['trials']} ran), "
+               f"nothing to compare" for a in plan.arms if "searched" not in a]
+    return Table(f"Searched best against the paper's T, {plan.seeds} seed(s) each "
+                 f"(search: {plan.compare}; difference = searched - paper, paired by seed)",
                  HEADERS, table_rows(rows), "; ".join(missing))

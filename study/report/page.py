@@ -135,7 +135,7 @@ def build(store: Store, record: StudyRecord) -> tuple[str, list[Table]]:
                         + figures.fig_accuracy_vs_threshold(
                             gather.threshold_points(record, "knn_val_acc"), "kNN val (objective)")
                         + figures.fig_tau(gather.tau_points(record)))
-        if len(record.plan.get("objectives") or []) > 1:
+        if len(record.plan.objectives) > 1:
             parts, extra = front_parts(record)
             tables += extra
             sections.append("".join(parts))
@@ -151,10 +151,10 @@ def build(store: Store, record: StudyRecord) -> tuple[str, list[Table]]:
     p, counts = record.plan, Counts.of(record.trials)
     head = (f"{record.kind} study of {record.dataset}"
             + (f", grid {record.grid}" if record.grid else "")
-            + f", budget {p.get('budget')}: {counts.trials} trial(s) of {p.get('trials')}"
+            + f", budget {p.budget}: {counts.trials} trial(s) of {p.trials}"
             + (f" ({counts.lost_text})" if counts.lost else "") + ", "
-            f"{p.get('epochs') or 'their own'} epochs, seeds from {p.get('seed')}"
-            + (f" x {p.get('seeds')}" if record.kind != "search" else ""))
+            f"{p.epochs or 'their own'} epochs, seeds from {p.seed}"
+            + (f" x {p.seeds}" if record.kind != "search" else ""))
     page = (f"<!DOCTYPE html><html><head><meta charset=\"utf-8\">"
             f"<title>{html.escape(record.name)}</title><style>{STYLE}</style></head><body>"
             f"<h1>{html.escape(record.name)}</h1><p>{html.escape(head)}. MLflow parent run "
