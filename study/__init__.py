@@ -8,7 +8,7 @@ pickles, so the old names keep answering (``trainables.moved``)."""
 from trainables.moved import keep_old_paths
 
 OLD_PATHS = {
-    "study._cli": ("study.engine.console",),
+    "study._cli": ("study.engine.console", "study.records.params"),
     "study.ashareplay": ("study.benchmarks.asha_monitor",),
     "study.bookkeeping": ("study.benchmarks.bookkeeping",),
     "study.checkpoints": ("study.engine.checkpoints",),

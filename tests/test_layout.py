@@ -1,6 +1,9 @@
-"""The layout the README describes, checked on the source: no module imports a command, no two
-modules import each other (imports inside functions count: they only defer the circle), and no
-module on the study side grows far past 300 lines."""
+"""The layout the README describes, checked on the source: the layers (commands at the top of
+``study/``, then ``benchmarks``, the report's making, ``engine``, ``records``, ``spaces``, then
+``trainables``),
+no import up the layers, no module imports a command, no two modules import each other (imports
+inside functions count: they only defer the circle), no module of either package grows far past
+300 lines, and the top of ``study/`` holds its commands and little else."""
 
 import ast
 from pathlib import Path
@@ -8,6 +11,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("study", "trainables")
 MAX_LINES = 320  # "about 300"
+MAX_TOP = 10  # modules at the top of study/: the commands (and the package's __init__)
+
+# Lowest first: a module may import its own layer and those below it, never one above.
+LAYERS = ("trainables", "study.spaces", "study.records", "study.engine", "study.report",
+          "study.benchmarks", "commands")
 
 
 def _modules() -> dict[str, Path]:
@@ -65,7 +73,44 @@ def test_no_circle_of_imports():
     assert not circles, f"modules that import themselves through others: {circles}"
 
 
-def test_no_study_module_grows_far_past_300_lines():
-    long = {str(p.relative_to(ROOT)): n for p in (ROOT / "study").rglob("*.py")
+def _layer(module: str, path: Path) -> str | None:
+    """The layer a module belongs to; None for a module at the top of study/ that is not a
+    command (it has no layer: it should move down into one)."""
+    if module == "study" or _is_command(path):
+        return "commands"
+    for layer in LAYERS[:-1]:
+        if module == layer or module.startswith(layer + "."):
+            return layer
+    return None
+
+
+def test_every_module_sits_in_a_layer():
+    modules = _modules()
+    loose = sorted(m for m, p in modules.items() if _layer(m, p) is None)
+    assert not loose, f"modules at the top of study/ that are not commands: {loose}"
+
+
+def test_no_import_runs_up_the_layers():
+    """A module not yet in a layer is held to the library's rule (``study.engine``'s rank):
+    it imports neither the report's making nor a benchmark nor a command."""
+    modules = _modules()
+    rank = {layer: i for i, layer in enumerate(LAYERS)}
+
+    def rank_of(m: str) -> int:
+        return rank[_layer(m, modules[m]) or "study.engine"]
+
+    up = sorted((m, c) for m, p in modules.items() for c in _imports(p, modules)
+                if rank_of(c) > rank_of(m))
+    assert not up, f"imports up the layers (module, what it imports): {up}"
+
+
+def test_the_top_of_study_holds_its_commands_and_little_else():
+    top = sorted(p.name for p in (ROOT / "study").glob("*.py"))
+    assert len(top) <= MAX_TOP, top
+
+
+def test_no_module_of_either_package_grows_far_past_300_lines():
+    long = {str(p.relative_to(ROOT)): n for package in PACKAGES
+            for p in (ROOT / package).rglob("*.py")
             if (n := len(p.read_text().splitlines())) > MAX_LINES}
     assert not long, long

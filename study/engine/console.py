@@ -58,12 +58,6 @@ def threshold_arg(text: str) -> float | None:
         ) from None
 
 
-def format_params(params: dict) -> str:
-    """``k=v`` pairs for a progress line or a run name; floats to 3 significant digits."""
-    return " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
-                    for k, v in params.items())
-
-
 def print_json(obj: dict) -> None:
     print(json.dumps(obj), flush=True)
 

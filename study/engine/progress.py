@@ -8,8 +8,9 @@ import time
 from ray.tune import Callback
 
 from study.engine import interrupts
-from study.engine.console import format_params, log
+from study.engine.console import log
 from study.engine.faults import DiskFloor
+from study.records.params import format_params
 from trainables.tune_trainable import FINAL, FINISHED, METRICS, OBJECTIVE
 
 

@@ -26,9 +26,9 @@ from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
 from study.engine.checkpoints import retire_checkpoint
-from study.engine.console import format_params
 from study.engine.faults import GuardedClient, stop_if_disk_full
 from study.engine.interrupts import StudyStopped
+from study.records.params import format_params
 from study.records.trials import (
     CELL,
     DIVERGED,

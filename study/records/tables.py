@@ -15,7 +15,8 @@ import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from study.records.trials import TrialRecord, parse_param
+from study.records.params import parse_param
+from study.records.trials import TrialRecord
 
 
 @dataclass

@@ -16,6 +16,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from study.records.params import format_params, parse_param
 from study.records.store import Store
 from trainables.errors import ConfigError
 
@@ -127,8 +128,6 @@ class TrialRecord:
 
     @property
     def cell(self) -> str:
-        from study.engine.console import format_params
-
         return self.tags.get(CELL) or format_params(
             {k: self.params.get(k) for k in ("K", "threshold", "subsample", "tau")})
 
@@ -267,20 +266,6 @@ def to_record(run) -> TrialRecord:
         metrics=dict(run.data.metrics), tags=dict(run.data.tags),
         last_epoch=int(last), artifact_uri=run.info.artifact_uri,
     )
-
-
-def parse_param(text: str):
-    """An MLflow parameter (always a string) back to the value it was logged from."""
-    if text in ("None", ""):
-        return None
-    if text in ("True", "False"):
-        return text == "True"
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text
 
 
 def study_rows(store: Store, dataset: str, study: str) -> list[TrialRecord]:

@@ -4,8 +4,9 @@ again."""
 
 from __future__ import annotations
 
-from study.engine.console import format_params, log
+from study.engine.console import log
 from study.records import trials as records
+from study.records.params import format_params
 from study.records.store import Store
 from study.spaces.strata import optuna_study_names
 
