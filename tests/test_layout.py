@@ -104,6 +104,19 @@ def test_no_import_runs_up_the_layers():
     assert not up, f"imports up the layers (module, what it imports): {up}"
 
 
+def test_no_name_means_two_things_across_the_packages():
+    """A module's name says what it holds, once: no two modules of ``study`` and
+    ``trainables`` share one (a package's ``__init__`` and ``__main__`` aside), and no package
+    is named as a module elsewhere."""
+    names: dict[str, list[str]] = {}
+    for module, path in _modules().items():
+        if path.name not in ("__init__.py", "__main__.py"):
+            names.setdefault(module.rsplit(".", 1)[-1], []).append(module)
+    packages = {m.rsplit(".", 1)[-1]: m for m, p in _modules().items() if p.name == "__init__.py"}
+    twice = {n: ms for n, ms in names.items() if len(ms) > 1 or n in packages}
+    assert not twice, twice
+
+
 def test_the_top_of_study_holds_its_commands_and_little_else():
     top = sorted(p.name for p in (ROOT / "study").glob("*.py"))
     assert len(top) <= MAX_TOP, top

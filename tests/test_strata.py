@@ -244,7 +244,7 @@ def test_a_comparison_runs_on_fresh_seeds_never_the_searchs_own(searched):
 
 
 def test_the_comparison_shows_T_to_3_digits_whether_a_number_or_mlflow_text():
-    from study.records.tables import num
+    from study.records.formatting import num
 
     assert num(0.7866811582065296) == num("0.7866811582065296") == "0.787"
     assert num("0.5") == "0.5" and num(None) == "None" and num("None") == "None"

@@ -6,7 +6,7 @@ counts are ``split_counts``; a lost run is none of the study's trials and is lef
 from __future__ import annotations
 
 from study.engine.console import log
-from study.records.tables import num
+from study.records.formatting import num
 from study.records.trials import Counts, TrialRecord, counted, ranked, split_counts
 
 

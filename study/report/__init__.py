@@ -15,16 +15,16 @@ parent run (``report/report.html``), where the MLflow UI's artifact viewer shows
 Accuracies are shown in %, like the paper. Hyperparameters are ranked on the validation split
 only; test accuracy is reported beside them, never used to choose.
 
-One job a module, so that each can be read and tested alone: ``data`` reads the study and gathers
+One job a module, so that each can be read and tested alone: ``gather`` reads the study and gathers
 the numbers behind every table and figure, ``tables`` formats the tables (through the table type
-and the number formats of ``study.records.tables``), ``figures`` draws (the paper's figures
+and the number formats of ``study.records.formatting``), ``figures`` draws (the paper's figures
 through ``trainables.plots``, like a run's own), ``page`` puts the HTML together and logs it to
 MLflow, ``__main__`` is the command.
 """
 
 from __future__ import annotations
 
-from study.records.tables import Table
+from study.records.formatting import Table
 from study.report.gather import StudyRecord, load_study
 from study.report.tables import grid_table
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from study.records.comparison import comparison_table
 from study.records.store import Store
-from study.records.tables import Table
+from study.records.formatting import Table
 from study.records.trials import Counts
 from study.report import figures, gather
 from study.report.gather import StudyRecord

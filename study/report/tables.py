@@ -1,7 +1,7 @@
 """The report's tables, printed to the terminal and shown in the page alike.
 
 Builders take a ``StudyRecord`` (or what ``gather`` gathered from the store) and only format,
-through the table type and the number formats of ``study.records.tables``: accuracies in %, like
+through the table type and the number formats of ``study.records.formatting``: accuracies in %, like
 the paper, costs with SI prefixes; a cell's seeds as mean ± sample std.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 
-from study.records.tables import Column, Stat, Table, gb, pct, si, signed, stat_text
+from study.records.formatting import Column, Stat, Table, gb, pct, si, signed, stat_text
 from study.records.trials import ranked, split_counts
 from study.report.gather import (
     Front,
