@@ -17,7 +17,7 @@ from trainables.pipeline import (
     PipelinedTrainer,
     PipelineError,
     balanced_partition,
-    check_stages,
+    check_stage_devices,
     describe_partition,
     even_partition,
     plan_partition,
@@ -163,12 +163,12 @@ def test_partitions_even_and_balanced():
 
 def test_bad_stages_and_partitions_are_refused_in_one_line():
     with pytest.raises(ConfigError, match=r"stages=5 exceeds K=4"):
-        check_stages(4, 5)
+        check_stage_devices(4, 5)
     with pytest.raises(ConfigError, match=r"stages=0 must be a whole number >= 1"):
-        check_stages(4, 0)
+        check_stage_devices(4, 0)
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match=r"stages=2 needs a GPU each; 0 visible"):
-            check_stages(4, 2, "cuda")
+            check_stage_devices(4, 2, "cuda")
     trainer = Trainer(TrainConfig(**CFG, epochs=1))
     with pytest.raises(ConfigError, match=r"partition \[4, 0\] must give every stage"):
         plan_partition(trainer, 2, [4, 0])
