@@ -1,4 +1,5 @@
-"""What every command shares: one-line errors for bad input, and JSON output."""
+"""The study's console: progress lines on stderr (``log``), and what every command shares:
+one-line errors for bad input, its flags' parser, JSON output."""
 
 from __future__ import annotations
 
