@@ -1,9 +1,10 @@
 """Several studies at once against one MLflow tracking server on PostgreSQL (Debian's
 ``postgresql``): three drivers, each with its own Ray and its own trials, lose nothing.
 
-The drivers run the bookkeeping benchmark's study (``study.benchmarks.bookkeeping``: the real driver, Ray
-Tune, Optuna, ASHA and our tracking; trials that report without training), so that the test is
-about the store, in seconds. Skipped, with the reason, where PostgreSQL or psycopg2 is missing.
+The drivers run the bookkeeping benchmark's study (``study.benchmarks.bookkeeping``: the real
+driver, Ray Tune, Optuna, ASHA and our tracking; trials that report without training), so that the
+test is about the store, in seconds. Skipped, with the reason, where PostgreSQL or psycopg2 is
+missing.
 """
 
 import glob

@@ -206,9 +206,9 @@ tune.Tuner(trainable, tune_config=tune.TuneConfig(
 
 @pytest.mark.slow
 def test_a_driver_killed_while_a_trial_ends_resumes_it(ray_session, tmp_path):
-    """A trial's previous checkpoint is deleted when the next arrives (study.engine.checkpoints), and
-    Ray saves the state naming it seconds later: the repaired state restores the trial from
-    what is on disk."""
+    """A trial's previous checkpoint is deleted when the next arrives (study.engine.checkpoints),
+    and Ray saves the state naming it seconds later: the repaired state restores the trial from what
+    is on disk."""
     import os
     import subprocess
     import sys

@@ -333,8 +333,8 @@ def test_study_line_counts_trials_and_estimates_time_left_from_measured_epochs()
 
 def test_the_bookkeeping_benchmarks_trial_reports_what_a_real_trial_reports(trial, tmp_path,
                                                                               monkeypatch):
-    """``study.benchmarks.fake_trial.fake_trial`` stands in for the training in the benchmark: the same
-    result keys every epoch and at the end, the same report files (its plots aside) and an
+    """``study.benchmarks.fake_trial.fake_trial`` stands in for the training in the benchmark: the
+    same result keys every epoch and at the end, the same report files (its plots aside) and an
     encoder that loads into the trial's model."""
     from study.benchmarks.fake_trial import fake_trial
 

@@ -1,8 +1,8 @@
 """One run's configuration as plain, validated data.
 
-Defaults are the paper's protocol (Sec. 4, ``trainables.paper.PROTOCOL``): Adam, lr 1e-3,
-weight decay 1e-6, batch 256, tau 0.5. ``arch`` and ``width`` default to the data set's: ResNet-18 for Fashion-MNIST,
-ResNet-50 for CIFAR-10 and STL-10, a quarter-width ResNet-18 for the offline digits.
+Defaults are the paper's protocol (Sec. 4, ``trainables.paper.PROTOCOL``): Adam, lr 1e-3, weight
+decay 1e-6, batch 256, tau 0.5. ``arch`` and ``width`` default to the data set's: ResNet-18 for
+Fashion-MNIST, ResNet-50 for CIFAR-10 and STL-10, a quarter-width ResNet-18 for the offline digits.
 """
 
 from __future__ import annotations

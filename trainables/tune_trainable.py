@@ -1,13 +1,12 @@
 """The Ray Tune trainable: the training core as a function trainable.
 
-The trial process touches Ray only. Each epoch it reports the validation kNN accuracy (the
-study's objective; never a test metric) with the epoch's metrics under ``METRICS``; at the last
-epoch it runs the final evaluation, writes the report (arrays, plots, metrics.json, the encoder
-as a state dict of the blocks, heads left out) into ``REPORT_DIR`` of its final checkpoint, and
-reports once more with ``trial_finished``: a trial that ends without that key was stopped early.
-The driver
-(``study.engine.tracking``) turns these results into MLflow runs, so a trial never opens the tracking
-store: no SQLAlchemy start-up per trial and a single writer to a SQLite store.
+The trial process touches Ray only. Each epoch it reports the validation kNN accuracy (the study's
+objective; never a test metric) with the epoch's metrics under ``METRICS``; at the last epoch it
+runs the final evaluation, writes the report (arrays, plots, metrics.json, the encoder as a state
+dict of the blocks, heads left out) into ``REPORT_DIR`` of its final checkpoint, and reports once
+more with ``trial_finished``: a trial that ends without that key was stopped early. The driver
+(``study.engine.tracking``) turns these results into MLflow runs, so a trial never opens the
+tracking store: no SQLAlchemy start-up per trial and a single writer to a SQLite store.
 """
 
 from __future__ import annotations

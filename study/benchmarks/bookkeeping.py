@@ -24,8 +24,8 @@ REPORT_TIMEOUT = 600
 
 
 SPACE = """
-# The bookkeeping benchmark's space (study.benchmarks.bookkeeping): what is searched is real; the trials
-# train nothing.
+# The bookkeeping benchmark's space (study.benchmarks.bookkeeping): what is searched is real; the
+# trials train nothing.
 dataset: digits
 model: {{arch: {arch}, width: {width}}}
 train: {{batch_size: 128, K: {K}, threshold: 0.0, tau: 0.5, linear_epochs: 1}}

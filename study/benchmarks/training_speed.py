@@ -150,8 +150,8 @@ def _monitor_pass(trainer: Trainer) -> Callable[[], object]:
 
 def bench_linear_eval(channels: list[int], case: Case, device: torch.device,
                       quick: bool) -> float:
-    """Seconds of a run's linear evaluation and K probes (``PROTOCOL.linear_epochs`` epochs) on features
-    of the real sizes: the measured time of an epoch times the epochs."""
+    """Seconds of a run's linear evaluation and K probes (``PROTOCOL.linear_epochs`` epochs) on
+    features of the real sizes: the measured time of an epoch times the epochs."""
     g = torch.Generator(device=device).manual_seed(0)
     n, classes = case.train_images, SPECS[case.dataset].num_classes
     train = [torch.randn(n, c, device=device, generator=g) for c in channels]

@@ -1,16 +1,16 @@
 """One checkpoint a trial on disk, without Ray Tune saving the whole study at every checkpoint.
 
-Ray's own way, ``CheckpointConfig(num_to_keep=1)``, deletes a trial's previous checkpoint when
-it registers the next, and then forces a save of the experiment state at once (so that the
-state never names a deleted checkpoint). That state holds every trial of the study: measured
-with ``study.bench --bookkeeping``, it is about 22 kB a trial, so a 1000-trial study wrote up to
-22 MB at each of its checkpoints, several times a second, and the driver's time grew with the
-square of the trials. Here Ray keeps every checkpoint (``num_to_keep=None``: no forced save, the
-state is saved on Ray's own period) and this callback deletes the trial's previous ones as the
-next arrives, trimming Ray's record of them to match, and marks the new one whole
-(``study.records.ray_state.REGISTERED``). A driver killed between a deletion and Ray's next save leaves a
-state naming a deleted checkpoint: ``study.engine.resume.checkpoint_repair`` points that trial at its
-newest whole one on disk on ``--resume``, as it did for Ray's own deletions.
+Ray's own way, ``CheckpointConfig(num_to_keep=1)``, deletes a trial's previous checkpoint when it
+registers the next, and then forces a save of the experiment state at once (so that the state never
+names a deleted checkpoint). That state holds every trial of the study: measured with ``study.bench
+--bookkeeping``, it is about 22 kB a trial, so a 1000-trial study wrote up to 22 MB at each of its
+checkpoints, several times a second, and the driver's time grew with the square of the trials. Here
+Ray keeps every checkpoint (``num_to_keep=None``: no forced save, the state is saved on Ray's own
+period) and this callback deletes the trial's previous ones as the next arrives, trimming Ray's
+record of them to match, and marks the new one whole (``study.records.ray_state.REGISTERED``). A
+driver killed between a deletion and Ray's next save leaves a state naming a deleted checkpoint:
+``study.engine.resume.checkpoint_repair`` points that trial at its newest whole one on disk on
+``--resume``, as it did for Ray's own deletions.
 """
 
 from __future__ import annotations

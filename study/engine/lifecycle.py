@@ -2,8 +2,8 @@
 trials run, and then either the end-of-study work (once, on the run that completes the study)
 or a stop that says where the study stands and how to continue it.
 
-Whether the study ended is read from Ray Tune's saved state (``study.records.ray_state``), never from
-counts of results.
+Whether the study ended is read from Ray Tune's saved state (``study.records.ray_state``), never
+from counts of results.
 """
 
 from __future__ import annotations

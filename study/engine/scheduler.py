@@ -22,10 +22,10 @@ class StudyASHA(AsyncHyperBandScheduler):
         return self._brackets[0]
 
     def rebuild(self, events) -> set[str]:
-        """The rungs as the study left them: ``events`` (``study.engine.resume.rungs.RungEvent``, in the
-        order they arrived) taken in as ASHA took them. The trials it stopped that Ray will
-        continue (the driver was killed between the decision and Ray's save) are stopped at
-        their first result; their ids."""
+        """The rungs as the study left them: ``events`` (``study.engine.resume.rungs.RungEvent``, in
+        the order they arrived) taken in as ASHA took them. The trials it stopped that Ray will
+        continue (the driver was killed between the decision and Ray's save) are stopped at their
+        first result; their ids."""
         from ray.tune.schedulers import TrialScheduler
 
         self._stop_first = set()

@@ -52,9 +52,9 @@ class StudySearch(OptunaSearch):
 
 
 class StratifiedSearch(Searcher):
-    """One searcher (``study.engine.search.StudySearch``, its own Optuna study) per stratum, each given
-    its share of the trials. A new trial goes to the stratum furthest behind its share, so that
-    the strata advance together and a stopped study leaves each with its part."""
+    """One searcher (``study.engine.search.StudySearch``, its own Optuna study) per stratum, each
+    given its share of the trials. A new trial goes to the stratum furthest behind its share, so
+    that the strata advance together and a stopped study leaves each with its part."""
 
     def __init__(self, searchers: list, strata: list[dict], shares: list[int], metric, mode):
         super().__init__(metric=metric, mode=mode)

@@ -29,8 +29,9 @@ FAIL_ONCE_ENV = "SLS_TEST_FAIL_ONCE_AT_EPOCH"  # test-only switch: each trial ra
 def make_tuner(store: Store, plan: Plan, space: SearchSpace, resume: bool,
                status_every: float, trial_fn=run_trial, callbacks: bool = True):
     """The saved run restored (``--resume``), else a new one. ``trial_fn`` and ``callbacks``
-    (the console and MLflow tracking) are for the bookkeeping benchmark (``study.benchmarks.bookkeeping``),
-    which replaces the training and measures what the callbacks cost."""
+    (the console and MLflow tracking) are for the bookkeeping benchmark
+    (``study.benchmarks.bookkeeping``), which replaces the training and measures what the callbacks
+    cost."""
     from ray import tune
 
     # The kNN monitor reports on its epochs only (monitor_every), and a linear_val_acc objective

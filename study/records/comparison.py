@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from study.records.formatting import Stat, Table, num, pct_spread, signed
 from study.records.params import parse_param
 from study.records.plan import Plan, study_splits
 from study.records.store import Store
-from study.records.formatting import Stat, Table, num, pct_spread, signed
 from study.records.trials import TrialRecord, best_per_split, read_trials, split_counts
 from study.spaces.strata import paper_points
 from trainables.config import TrainConfig

@@ -40,7 +40,7 @@ class Plan:
     completed: float = 0.0  # when the end-of-study work was done; 0 while it is not
     compare: str = ""  # --compare: the searched study whose best is re-run against the paper's
     points: list = field(default_factory=list)  # --compare: the configurations re-run
-    arms: list = field(default_factory=list)  # --compare: per K, its two points (study.records.comparison)
+    arms: list = field(default_factory=list)  # --compare: per K, its two points (comparison)
     K: list = field(default_factory=list)  # --K: the splits a study is restricted to; [] all
     strata: list = field(default_factory=list)  # a search's strata ({K: 4}, ...); [] none
     shares: list = field(default_factory=list)  # each stratum's trials

@@ -3,9 +3,9 @@
 Everything here reads (MLflow, Optuna) or computes, and nothing formats or draws: the tables
 (``tables``) and the figures (``figures``) take what these functions gather, so that what a report
 says can be checked on made-up trials, without a store or a plot. Which trials count, each split's
-best and its counts are ``study.records.trials``' one rule (``TrialRecord.finished``, ``best_per_split``,
-``split_counts``): trials are ranked on validation accuracy only; test accuracy is carried
-along, never used to choose.
+best and its counts are ``study.records.trials``' one rule (``TrialRecord.finished``,
+``best_per_split``, ``split_counts``): trials are ranked on validation accuracy only; test accuracy
+is carried along, never used to choose.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ class StudyRecord:
 
     @property
     def finished(self) -> list[Trial]:
-        """The trials the answer is chosen among, best first (``study.records.trials.candidates``)."""
+        """The trials the answer is chosen among, best first (``trials.candidates``)."""
         return candidates(self.trials)
 
 

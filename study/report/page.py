@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 from study.records.comparison import comparison_table
-from study.records.store import Store
 from study.records.formatting import Table
+from study.records.store import Store
 from study.records.trials import Counts
 from study.report import figures, gather
 from study.report.gather import StudyRecord

@@ -1,6 +1,6 @@
 """A search space's YAML file: where the shipped ones are, and reading one into
-``study.spaces.types.SearchSpace``, checked once, as the values enter. Every error names the file, the
-key and what is allowed."""
+``study.spaces.types.SearchSpace``, checked once, as the values enter. Every error names the file,
+the key and what is allowed."""
 
 from __future__ import annotations
 

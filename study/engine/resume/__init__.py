@@ -12,8 +12,8 @@ newest generation back into the store before Ray reads it (``saves.install_gener
 Then, in order (``study.engine.lifecycle`` and ``study.engine.tuner``):
 - each continued trial is pointed at its newest whole checkpoint (``checkpoint_repair``);
 - a trial run that Ray's state does not hold (the driver was killed between the trial's start
-  and Ray's next save) is closed as lost (``lost.close_lost_runs``); its Optuna trial is closed by the
-  restored searcher, which queues a point to evaluate again where it was one
+  and Ray's next save) is closed as lost (``lost.close_lost_runs``); its Optuna trial is closed by
+  the restored searcher, which queues a point to evaluate again where it was one
   (``lost.close_unknown_trials``, from ``study.engine.search.StudySearch.restore``);
 - ASHA's rungs are rebuilt from every trial's monitor values in the store, in the order they
   arrived (``rungs.rung_events``), so that the decisions after the resume are those the study would

@@ -113,8 +113,8 @@ def install_generation(experiment_dir: Path, folder: Path) -> str | None:
 
 
 def keep_in_generation(experiment_dir: Path, folder: Path) -> None:
-    """The store's trial list, repaired on resume (``study.engine.resume.checkpoint_repair``), made the
-    newest generation's too: a later ``--resume`` then finds the two alike, and says nothing."""
+    """The store's trial list, repaired on resume (``study.engine.resume.checkpoint_repair``), made
+    the newest generation's too: a later ``--resume`` then finds the two alike, and says nothing."""
     done = _generations(folder)
     theirs = _newest(experiment_dir, RAY_FILES[0])
     if not done or theirs is None or not (done[-1] / theirs.name).exists():
