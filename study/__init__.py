@@ -11,7 +11,7 @@ OLD_PATHS = {
     "study._cli": ("study.engine.console", "study.records.params"),
     "study.ashareplay": ("study.benchmarks.asha_monitor",),
     "study.bookkeeping": ("study.benchmarks.bookkeeping",),
-    "study.checkpoints": ("study.engine.checkpoints",),
+    "study.checkpoints": ("study.engine.checkpoints", "study.engine.faults"),
     "study.cluster": ("study.engine.cluster",),
     "study.compare": ("study.records.comparison",),
     "study.exportfile": ("study.records.exported",),
@@ -44,4 +44,15 @@ OLD_PATHS = {
     "study.tuner": ("study.engine.tuner",),
     "study.uibench": ("study.benchmarks.ui_speed",),
 }
-keep_old_paths(OLD_PATHS)
+# Names that changed on the way (the old module's name -> where it is now).
+RENAMED = {
+    "study.checkpoints.DISK_FLOOR": "study.engine.faults.FLOOR_BYTES",
+    "study.compare._g": "study.records.formatting.num",
+    "study.compare.pct": "study.records.formatting.pct_spread",
+    "study.plan.parse_study_args": "study.engine.planning.study_flags",
+    "study.report.data.load_study": "study.report.gather.gather_study",
+    "study.report.data.t_text": "study.records.formatting.t_text",
+    "study.strata.check_K": "study.spaces.strata.check_only_K",
+    "study.strata.paper_points": "study.spaces.strata.stratum_points",
+}
+keep_old_paths(OLD_PATHS, RENAMED)

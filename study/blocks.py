@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 
 from study.engine.console import parser, print_json, run
+from study.records.formatting import si
 from trainables.cost import block_costs, cost_summary
 from trainables.data import SPECS, dataset_spec
 from trainables.models import ARCHS, HEADS, DecoupledResNet
@@ -47,13 +48,6 @@ def blocks_table(dataset: str, arch: str | None, K: int, width: float = 1.0,
     }
 
 
-def human(n: float) -> str:
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.3g} {unit}"
-    return f"{n:.0f}"
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     table = blocks_table(args.dataset, args.arch, args.K, args.width, args.head)
@@ -71,14 +65,14 @@ def main(argv: list[str] | None = None) -> int:
         split = "-" if b["split_point"] is None else "({},{})".format(*b["split_point"])
         shape = "x".join(map(str, b["output_shape"]))
         print(
-            f"{b['index']:>3}  {held:<22} {split:<12} {shape:<14} {human(b['macs']):>9} "
-            f"{human(b['head_macs']):>10} {human(b['params']):>9}"
+            f"{b['index']:>3}  {held:<22} {split:<12} {shape:<14} {si(b['macs']):>9} "
+            f"{si(b['head_macs']):>10} {si(b['params']):>9}"
         )
-    print(f"max block MACs (heads excluded, as Table 1): {human(table['max_block_macs'])}")
+    print(f"max block MACs (heads excluded, as Table 1): {si(table['max_block_macs'])}")
     print(f"max block + head MACs (a training step's parallel cost): "
-          f"{human(table['max_block_head_macs'])}")
-    print(f"parameters: encoder {human(table['encoder_params'])}, heads "
-          f"{human(table['head_params'])}")
+          f"{si(table['max_block_head_macs'])}")
+    print(f"parameters: encoder {si(table['encoder_params'])}, heads "
+          f"{si(table['head_params'])}")
     return 0
 
 

@@ -90,7 +90,7 @@ def test_export_names_the_answer_and_counts(store):
 
 
 def test_the_report_names_the_answer_and_counts(store):
-    record = data.load_study(store, "s")
+    record = data.gather_study(store, "s")
     assert {t.K: t.trial_id for t in data.best_per_K(record)} == ANSWER
     table = tables.best_per_K_table(record)
     trial, done = table.headers.index("trial"), table.headers.index("finished/trials")

@@ -8,6 +8,8 @@ inside functions count: they only defer the circle), no module of either package
 import ast
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("study", "trainables")
 MAX_LINES = 320  # "about 300"
@@ -127,3 +129,35 @@ def test_no_module_of_either_package_grows_far_past_300_lines():
             for p in (ROOT / package).rglob("*.py")
             if (n := len(p.read_text().splitlines())) > MAX_LINES}
     assert not long, long
+
+
+def test_the_old_import_paths_answer():
+    """A module's old path (the flat layout before the layers) still answers, for each name it
+    held, including the classes saved studies' pickles name (tests/test_saved_study.py resumes
+    one)."""
+    import importlib
+
+    from study import OLD_PATHS, RENAMED
+
+    for old in OLD_PATHS:
+        importlib.import_module(old)
+    for old, new in RENAMED.items():
+        module, _, name = old.rpartition(".")
+        target, _, new_name = new.rpartition(".")
+        assert getattr(importlib.import_module(module), name) is \
+            getattr(importlib.import_module(target), new_name), old
+    from study.checkpoints import LatestCheckpointOnly, stop_if_disk_full  # noqa: F401
+    from study.guard import DiskFloor, GuardedClient
+    from study.progress import Progress, StudySearch
+    from study.search import StratifiedASHA, StratifiedSearch, StudyASHA  # noqa: F401
+    from study.tracking import MlflowTracking, TrialSetup  # noqa: F401
+    from trainables.train import Trainer
+
+    from study.records import TrialRecord, read_trials  # noqa: F401
+
+    assert StudySearch.__module__ == "study.engine.search"
+    assert (Progress.__module__, DiskFloor.__module__, GuardedClient.__module__) == (
+        "study.engine.progress", "study.engine.faults", "study.engine.faults")
+    assert Trainer.__module__ == "trainables.trainer"
+    with pytest.raises(AttributeError, match="moved to study.engine.search"):
+        _ = importlib.import_module("study.search").NoSuchName

@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 
 from study.records.ray_state import REGISTERED
 from study.records.store import Store
-from study.report import grid_table, load_study
+from study.report import gather_study, grid_table
 from study.report.__main__ import main as report
 from study.tune import main as tune
 from trainables.errors import ConfigError
@@ -100,7 +100,7 @@ def test_report_of_a_grid_matches_its_runs_and_is_self_contained(grid_study, cap
 
     # The table's cells, against mean and sample std computed here from the runs' metrics.
     _, trials = _trial_runs(store, "g")
-    table = grid_table(load_study(store, "g"))
+    table = grid_table(gather_study(store, "g"))
     rows = {r[0]: r for r in table.rows}
     assert set(rows) == {"K=2 threshold=None tau=0.37", "K=2 threshold=0.5 tau=0.37"}
     col = table.headers.index("linear test %")

@@ -14,7 +14,7 @@ from study.records.comparison import comparison, comparison_table
 from study.records.plan import Plan
 from study.records.trials import TrialRecord
 from study.spaces.loading import load_space, space_path
-from study.spaces.strata import optuna_study_name, paper_points, shares, strata_of
+from study.spaces.strata import optuna_study_name, shares, strata_of, stratum_points
 
 
 def searcher(storage: str, strata: list[dict], trials: int, points: list[dict]):
@@ -22,7 +22,7 @@ def searcher(storage: str, strata: list[dict], trials: int, points: list[dict]):
     distributions = optuna_space(space)
     distributions.pop("K")
     children = [StudySearch(space=distributions, metric="knn_val_acc", mode="max",
-                            points_to_evaluate=paper_points(points, s) or None,
+                            points_to_evaluate=stratum_points(points, s) or None,
                             sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=2),
                             study_name=optuna_study_name("digits", "s", s),
                             storage=optuna.storages.RDBStorage(storage))

@@ -150,7 +150,8 @@ def test_leftovers_of_a_killed_driver_are_closed(tmp_path):
     """What Ray's last saved state did not know: a trial run and an Optuna trial left RUNNING."""
     import optuna
 
-    from study.engine.finish import LOST, close_leftovers
+    from study.engine.finish import close_leftovers
+    from study.engine.resume.lost import LOST
     from study.records.plan import Plan
 
     store = Store.at(tmp_path / "mlruns")

@@ -21,8 +21,6 @@ from trainables.features import pooled_features
 from trainables.models import DecoupledResNet
 from trainables.paper import PROTOCOL
 
-LINEAR_LR = 1e-3
-LINEAR_BATCH = 256
 SPECTRUM_SAMPLES = 2048  # held-out images the covariance is taken over
 
 
@@ -73,9 +71,10 @@ def linear_probes(
     test_y: torch.Tensor,
     num_classes: int,
     epochs: int = PROTOCOL.linear_epochs,
-    lr: float = LINEAR_LR,
-    batch_size: int = LINEAR_BATCH,
-    weight_decay: float = 1e-6,
+    # Sec. 4.1: "the same optimizer and batch size as the self-supervised training".
+    lr: float = PROTOCOL.lr,
+    batch_size: int = PROTOCOL.batch_size,
+    weight_decay: float = PROTOCOL.weight_decay,
     seed: int = 0,
     on_epoch: Callable[[int, int], None] | None = None,
 ) -> list[LinearResult]:

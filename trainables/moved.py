@@ -4,7 +4,8 @@ Saved studies need it: Ray Tune's ``tuner.pkl`` and the searcher's pickle name c
 import path they had when the study started (``study.search.StudySearch``), and a resumed study
 unpickles them. Ray kept ``ray.tune.suggest`` working the same way when it became
 ``ray.tune.search``. Each old name maps to the modules that now hold what it held, looked up in
-order: an old module that was split in two answers for both halves."""
+order: an old module that was split in two answers for both halves; a name that was renamed on
+the way is looked up by its new one."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import sys
 import types
 
 _TABLE: dict[str, tuple[str, ...]] = {}
+_RENAMED: dict[str, str] = {}  # "old.module.name" -> "new.module.new_name"
 
 
 class _OldModule(types.ModuleType):
@@ -25,6 +27,10 @@ class _OldModule(types.ModuleType):
         self.__targets = targets
 
     def __getattr__(self, attr: str):
+        renamed = _RENAMED.get(f"{self.__name__}.{attr}")
+        if renamed is not None:
+            module, _, name = renamed.rpartition(".")
+            return getattr(importlib.import_module(module), name)
         if not attr.startswith("__"):
             for target in self.__targets:
                 module = importlib.import_module(target)
@@ -48,8 +54,11 @@ class _Finder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         pass
 
 
-def keep_old_paths(table: dict[str, tuple[str, ...]]) -> None:
-    """Answer each old module name in ``table`` with the modules it names, from now on."""
+def keep_old_paths(table: dict[str, tuple[str, ...]], renamed: dict[str, str] | None = None
+                   ) -> None:
+    """Answer each old module name in ``table`` with the modules it names, from now on, and
+    each old ``module.name`` in ``renamed`` with the new one it names."""
     _TABLE.update(table)
+    _RENAMED.update(renamed or {})
     if not any(isinstance(f, _Finder) for f in sys.meta_path):
         sys.meta_path.append(_Finder())

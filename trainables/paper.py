@@ -17,7 +17,8 @@ from dataclasses import dataclass
 class Protocol:
     """Sec. 4's training protocol: Adam at ``lr`` with ``weight_decay``, batches of
     ``batch_size``, the temperature ``tau`` of Eq. (1), both kinds of pairs subsampled by Eq. (5)
-    (``subsample``), and a linear evaluation of ``linear_epochs`` epochs (Sec. 4.1)."""
+    (``subsample``), and a linear evaluation of ``linear_epochs`` epochs with the same optimizer
+    and batch size (Sec. 4.1)."""
 
     lr: float = 1e-3
     weight_decay: float = 1e-6

@@ -189,7 +189,7 @@ def readers(store, plan) -> dict:
     from study.records.exported import export
     from study.records.pareto import finished_points, front
     from study.records.trials import read_trials
-    from study.report.gather import load_study
+    from study.report.gather import gather_study
     from study.report.page import build
 
     out = {}
@@ -200,7 +200,7 @@ def readers(store, plan) -> dict:
     export(store, plan.dataset, plan.study)
     out["export_s"] = time.perf_counter() - start
     start = time.perf_counter()
-    page, _ = build(store, load_study(store, plan.study))
+    page, _ = build(store, gather_study(store, plan.study))
     out["report_s"] = time.perf_counter() - start
     out["report_kb"] = len(page) / 1024
     start = time.perf_counter()

@@ -83,8 +83,6 @@ def stop_if_disk_full(trial) -> None:
                            f"was writing its checkpoint); free space there")
 
 
-
-
 class DiskFloor:
     """Stops the study, resumable, while the store's disk still has room for what is being
     written: a write that meets a full disk mid-way can cut Ray Tune's saved experiment state
@@ -123,8 +121,6 @@ class DiskFloor:
 
 
 def _files(path: str):
-    from pathlib import Path
-
     p = Path(path)
     return [f for f in p.rglob("*") if f.is_file()] if p.is_dir() else []
 

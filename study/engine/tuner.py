@@ -19,7 +19,7 @@ from study.records.exported import points as export_points
 from study.records.plan import Plan
 from study.records.ray_state import saved_state
 from study.records.store import Store, write_ahead_log
-from study.spaces.strata import optuna_study_name, optuna_study_names, paper_points
+from study.spaces.strata import optuna_study_name, optuna_study_names, stratum_points
 from study.spaces.types import SearchSpace
 from trainables.tune_trainable import OBJECTIVE, TrialSetup, run_trial
 
@@ -164,7 +164,7 @@ def _new_tuner(store: Store, plan: Plan, space: SearchSpace, trainable, run_conf
         for i, (stratum, share) in enumerate(zip(plan.strata, plan.shares)):
             searchers.append(StudySearch(
                 space=distributions, metric=metric, mode=mode,
-                points_to_evaluate=paper_points(space.points_to_evaluate, stratum) or None,
+                points_to_evaluate=stratum_points(space.points_to_evaluate, stratum) or None,
                 # Each split its own draws: one seed would give every split the same points.
                 sampler=_sampler(plan, share, plan.seed + i),
                 study_name=optuna_study_name(plan.dataset, plan.study, stratum), storage=storage,

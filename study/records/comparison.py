@@ -19,7 +19,7 @@ from study.records.params import parse_param
 from study.records.plan import Plan, study_splits
 from study.records.store import Store
 from study.records.trials import TrialRecord, best_per_split, read_trials, split_counts
-from study.spaces.strata import paper_points
+from study.spaces.strata import stratum_points
 from trainables.config import TrainConfig
 from trainables.errors import ConfigError
 from trainables.paper import paper_point
@@ -54,7 +54,7 @@ def compare_points(store: Store, dataset: str, searched: str, space) -> tuple[li
         # The paper's T and tau for the data set (trainables.paper); the space's own point
         # stands in where the paper has none (the offline digits).
         paper = paper_point(dataset) or next(
-            iter(paper_points(space.points_to_evaluate, stratum or {"K": K})), None)
+            iter(stratum_points(space.points_to_evaluate, stratum or {"K": K})), None)
         if paper is None:
             raise ConfigError(f"--compare {searched}: the paper gives no T for {dataset} and "
                               f"{space.source} has no points_to_evaluate to stand in")

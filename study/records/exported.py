@@ -120,6 +120,5 @@ def _why(c: Counts) -> str:
 def study_objectives(store: Store, study: str) -> list:
     """The study's [metric, mode] pairs as its plan saved them (one: the kNN accuracy)."""
     default = [[o.metric, o.mode] for o in DEFAULT_OBJECTIVES]
-    if not store.study_file(study).is_file():
-        return default
-    return Plan.load(store, study).objectives or default
+    plan = Plan.find(store, study)
+    return (plan.objectives if plan is not None else None) or default

@@ -139,3 +139,8 @@ def stat_text(stat: Stat | None, fmt: Callable[[float], str]) -> str:
     if stat.std is None or stat.std == 0:
         return fmt(stat.mean)
     return f"{fmt(stat.mean)} ± {fmt(stat.std)}"
+
+
+def t_text(T) -> str:
+    """A threshold as the report writes it: ``none`` for Eq. (1)."""
+    return "none" if T is None else T if isinstance(T, str) else f"{T:.3g}"

@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 
 from study.records.store import Store
@@ -67,8 +66,7 @@ class Plan:
     @classmethod
     def latest(cls, store: Store, dataset: str) -> str:
         """The most recently started study of ``dataset`` (for a bare ``--resume``)."""
-        plans = [cls(**json.loads(p.read_text()))
-                 for p in (store.root / "studies").glob("*.json")]
+        plans = [cls.load(store, p.stem) for p in (store.root / "studies").glob("*.json")]
         mine = sorted((p.created, p.study) for p in plans if p.dataset == dataset)
         if not mine:
             raise ConfigError(f"no study of {dataset} in {store.root}")

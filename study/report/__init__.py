@@ -25,7 +25,7 @@ MLflow, ``__main__`` is the command.
 from __future__ import annotations
 
 from study.records.formatting import Table
-from study.report.gather import StudyRecord, load_study
+from study.report.gather import StudyRecord, gather_study
 from study.report.tables import grid_table
 
-__all__ = ["StudyRecord", "Table", "grid_table", "load_study"]
+__all__ = ["StudyRecord", "Table", "gather_study", "grid_table"]

@@ -14,7 +14,7 @@ from pathlib import Path
 from study.engine.console import log, parser, run
 from study.records.plan import Plan
 from study.records.store import Store
-from study.report.gather import load_study
+from study.report.gather import gather_study
 from study.report.page import ARTIFACT_DIR, REPORT_FILE, build, log_to_parent_run, write
 from trainables.errors import ConfigError
 
@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     store = Store.at(args.store, args.tracking_uri)
     study = args.study or Plan.latest(store, args.dataset or "digits")
-    record = load_study(store, study)
+    record = gather_study(store, study)
     if args.dataset and record.dataset != args.dataset:
         raise ConfigError(f"study {study!r} is of {record.dataset}, not --dataset {args.dataset}")
     page, tables = build(store, record)

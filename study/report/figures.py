@@ -16,6 +16,7 @@ import numpy as np
 
 from study.report.gather import Front, Kept, ThresholdPoints
 from study.report.importances import IMPORTANCE_EVALUATOR
+from trainables.paper import PROTOCOL
 
 STATE_MARKERS = {"finished": "o", "stopped early": "x", "diverged": "v", "failed": "v",
                  "running": ".", "lost": "."}
@@ -77,7 +78,7 @@ def fig_tau(points: dict[str, list[tuple[float, float]]]) -> str:
         ax.set_xscale("log")
         ax.set_xlabel("temperature tau")
         ax.set_ylabel("kNN val % (objective)")
-        ax.axvline(0.5, color="red", ls="--", lw=1, label="paper's tau")
+        ax.axvline(PROTOCOL.tau, color="red", ls="--", lw=1, label="paper's tau")
         ax.legend(fontsize=7)
         ax.set_title("Objective against tau")
     return _figure(draw)

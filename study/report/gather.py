@@ -17,13 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
+from study.records.formatting import t_text
 from study.records.pareto import Point, finished_points, front
 from study.records.plan import Plan
 from study.records.store import Store
 from study.records.trials import TrialRecord as Trial
 from study.records.trials import best_per_split, candidates, counted, read_trials
 from trainables.errors import ConfigError
-from trainables.paper import PAPER_T, PaperCell, paper_cell
+from trainables.paper import PAPER_T, PROTOCOL, PaperCell, paper_cell
 
 # A run's kept ratios (Fig. 5): {"kept_pos": {block: [(epoch, fraction), ...]}, "kept_neg": ...}
 Kept = dict[str, dict[int, list[tuple[int, float]]]]
@@ -46,7 +47,7 @@ class StudyRecord:
         return candidates(self.trials)
 
 
-def load_study(store: Store, study: str) -> StudyRecord:
+def gather_study(store: Store, study: str) -> StudyRecord:
     """The study's plan and every trial run of it; one line when there is nothing to report."""
     plan = Plan.load(store, study)  # names the known studies when ``study`` is not one
     trials = read_trials(store, plan.dataset, study)
@@ -61,11 +62,6 @@ def load_study(store: Store, study: str) -> StudyRecord:
             f"run the report again once one has finished"
         )
     return record
-
-
-def t_text(T) -> str:
-    """A threshold as the report writes it: ``none`` for Eq. (1)."""
-    return "none" if T is None else T if isinstance(T, str) else f"{T:.3g}"
 
 
 # What the tables show
@@ -91,7 +87,7 @@ def cells(record: StudyRecord) -> list[Cell]:
     every = Counter(t.cell for t in trials)
     return [Cell(name, [t for t in trials if t.cell == name and t.finished], every[name],
                  paper_cell(record.dataset, p.K, p.threshold, p.params.get("subsample", "both"),
-                            p.params.get("tau", 0.5)))
+                            p.params.get("tau", PROTOCOL.tau)))
             for name, p in first.items()]
 
 
@@ -163,7 +159,7 @@ def tau_points(record: StudyRecord) -> dict[str, list[tuple[float, float]]]:
     points: dict[str, list[tuple[float, float]]] = {}
     for t in record.trials:
         if "knn_val_acc" in t.metrics:
-            points.setdefault(t.state, []).append((t.params.get("tau", 0.5),
+            points.setdefault(t.state, []).append((t.params.get("tau", PROTOCOL.tau),
                                                    t.metrics["knn_val_acc"]))
     return points
 

@@ -10,7 +10,17 @@ from __future__ import annotations
 import math
 from collections import Counter
 
-from study.records.formatting import Column, Stat, Table, gb, pct, si, signed, stat_text
+from study.records.formatting import (
+    Column,
+    Stat,
+    Table,
+    gb,
+    pct,
+    si,
+    signed,
+    stat_text,
+    t_text,
+)
 from study.records.trials import ranked, split_counts
 from study.report.gather import (
     Front,
@@ -19,9 +29,8 @@ from study.report.gather import (
     cells,
     paired_gains,
     paper_gain,
-    t_text,
 )
-from trainables.paper import PAPER_T, PaperCell
+from trainables.paper import PAPER_T, PROTOCOL, PaperCell
 
 GRID_COLUMNS = [
     Column("linear_test_acc", "linear test %", pct),
@@ -62,7 +71,8 @@ def grid_table(record: StudyRecord) -> Table:
         headers, rows,
         "The paper's figures (Table 1: CIFAR-10, STL-10; Table 2: Fashion-MNIST) stand beside "
         "the cells they report: Eq. (1), or Eq. (5) at the paper's T with both pair kinds, "
-        "tau 0.5, at the paper's full budget. Max block MACs count the block alone, as Table 1.",
+        f"tau {PROTOCOL.tau:g}, at the paper's full budget. Max block MACs count the block alone, "
+        "as Table 1.",
     )
 
 
@@ -92,7 +102,7 @@ def best_per_K_table(record: StudyRecord) -> Table:
         m = t.metrics
         rows.append([str(t.K), t_text(t.threshold),
                      f"{t.params.get('threshold_slope', 0.0):.3g}",
-                     f"{t.params.get('tau', 0.5):.3g}", t.params.get("head", "paper"),
+                     f"{t.params.get('tau', PROTOCOL.tau):.3g}", t.params.get("head", "paper"),
                      t.params.get("subsample", "both"), pct(m["linear_val_acc"]),
                      pct(m.get("knn_val_acc", math.nan)), pct(m["linear_test_acc"]),
                      t_text(PAPER_T.get(record.dataset, "-")), t.trial_id,
@@ -113,7 +123,7 @@ def trials_table(record: StudyRecord) -> Table:
     by_K = record.kind == "search" and len({t.K for t in order}) > 1
     if by_K:
         order = sorted(order, key=lambda t: t.K)  # stable: best first within each K
-    rows = [[t.trial_id, str(t.K), t_text(t.threshold), f"{t.params.get('tau', 0.5):.3g}",
+    rows = [[t.trial_id, str(t.K), t_text(t.threshold), f"{t.params.get('tau', PROTOCOL.tau):.3g}",
              t.params.get("subsample", "both"), str(t.params.get("seed", 0)),
              pct(t.metrics["knn_val_acc"]) if "knn_val_acc" in t.metrics else "-",
              pct(t.metrics["linear_val_acc"]) if "linear_val_acc" in t.metrics else "-",
@@ -136,7 +146,7 @@ def front_table(front: Front) -> Table:
         [[p.trial_id, str(p.params.get("K")), str(p.params.get("stages", 1)),
           str(p.params.get("head", "paper")),
           t_text(p.params.get("threshold")), f"{p.params.get('threshold_slope', 0):.3g}",
-          f"{p.params.get('tau', 0.5):.3g}",
+          f"{p.params.get('tau', PROTOCOL.tau):.3g}",
           *(pct(p.values[n]) if n.endswith("_acc") else si(p.values[n]) for n in names)]
          for p in sorted(front.members, key=lambda p: p.values[names[-1]])],
         "Stopped-early and diverged trials never enter the front."

@@ -84,7 +84,7 @@ def shares(trials: int, n: int) -> list[int]:
     return [trials // n + (i < trials % n) for i in range(n)]
 
 
-def paper_points(points: list[dict], stratum: dict) -> list[dict]:
+def stratum_points(points: list[dict], stratum: dict) -> list[dict]:
     """A stratum's points to evaluate first, without the stratum's keys: the space's points at
     this split, else its first point moved to this split (the paper gives one T per data set,
     and the space names its point at the paper's split)."""
