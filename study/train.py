@@ -12,17 +12,16 @@ import argparse
 import functools
 from dataclasses import fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from study.engine.console import log, parser, print_json, run, threshold_arg
 from study.records.exported import load_export
 from trainables.config import TrainConfig
-from trainables.data import SPECS
-from trainables.losses import SUBSAMPLE_MODES
-from trainables.models import ARCHS
 from trainables.paper import PROTOCOL
-from trainables.pipeline import PipelinedTrainer, check_stage_devices
-from trainables.results import final_report
-from trainables.trainer import Trainer
+from trainables.specs import ARCH_LAYERS, SPECS, SUBSAMPLE_MODES
+
+if TYPE_CHECKING:
+    from trainables.pipeline import PipelinedTrainer
 
 DEFAULTS = TrainConfig()
 
@@ -32,7 +31,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     # Run settings appear in the namespace only when given, so that they override --config.
     run_flag = functools.partial(p.add_argument, default=argparse.SUPPRESS)
     run_flag("--dataset", help=f"one of {', '.join(SPECS)} (default: {DEFAULTS.dataset})")
-    run_flag("--arch", help=f"one of {', '.join(ARCHS)} (default: the dataset's)")
+    run_flag("--arch", help=f"one of {', '.join(ARCH_LAYERS)} (default: the dataset's)")
     run_flag("--K", type=int, help=f"decoupled blocks, divides the net (default: {DEFAULTS.K})")
     run_flag("--threshold", type=threshold_arg,
              help="T of Eq. (5) in [-1, 1]; 'none' (default) is plain SimCLR, Eq. (1)")
@@ -102,6 +101,11 @@ def epoch_line(record: dict, epochs: int) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     cfg = config_from_args(args)
+    # torch loads once the configuration holds: bad input is told in a second.
+    from trainables.pipeline import PipelinedTrainer, check_stage_devices
+    from trainables.results import final_report
+    from trainables.trainer import Trainer
+
     if args.checkpoint is not None and args.checkpoint.exists():
         trainer = Trainer.from_checkpoint(args.checkpoint, epochs=cfg.epochs, device=cfg.device,
                                           stages=cfg.stages, partition=cfg.partition)

@@ -21,7 +21,7 @@ from trainables.errors import ConfigError, DataError
 def main(argv: list[str] | None = None) -> int:
     """0: the study is complete; 130: stopped (Ctrl-C) and resumable; 1: stopped by a fault
     (one line says which), resumable once it is fixed; 2: bad input."""
-    from study.engine import faults, interrupts, lifecycle
+    from study.engine import faults, interrupts
 
     args = study_flags(argv, __doc__)
     store = Store.at(args.store, args.tracking_uri)
@@ -36,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
                 return 0
         else:
             plan = new_plan(store, args)
+        # Ray, torch and MLflow load only once the plan holds: bad input is told in a second.
+        from study.engine import lifecycle
+
         try:
             return lifecycle.run(store, plan, args.resume, args.address, args.gpus_per_trial,
                                  args.cpus_per_trial, args.status_every)
