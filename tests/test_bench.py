@@ -90,6 +90,7 @@ def test_tune_overhead_compares_alternating_runs(ray_session):
     assert disk["total"] == disk["artifacts"] + disk["ray"]
 
 
+@pytest.mark.slow  # two stage processes start and train ResNet-18 steps: ~45 s on 2 cores
 def test_the_pipeline_bench_reports_its_figures_consistently():
     from study.benchmarks.pipeline_speed import bench_pipeline
 
