@@ -6,7 +6,9 @@ import time
 import pytest
 import torch
 
-from study.bench import bench_tune, common_rate, main
+from study.bench import main
+from study.benchmarks.gpu_packing import common_rate
+from study.benchmarks.study_speed import bench_tune
 from study.benchmarks.training_speed import bench_subsample
 
 
@@ -65,11 +67,11 @@ def test_packing_counts_the_common_wall_time():
 
 @pytest.mark.slow
 def test_packed_workers_start_together_after_the_barrier(monkeypatch):
-    import study.bench as bench
+    import study.benchmarks.gpu_packing as packing
 
     spans = []
-    monkeypatch.setattr(bench, "common_rate", lambda s: spans.extend(s) or 0.0)
-    bench.packed_images_per_s(2, "cpu", window=0.5, quick=True, stagger=1.5)
+    monkeypatch.setattr(packing, "common_rate", lambda s: spans.extend(s) or 0.0)
+    packing.packed_images_per_s(2, "cpu", window=0.5, quick=True, stagger=1.5)
     starts = [start for _, start, _ in spans]
     assert len(spans) == 2 and all(n > 0 for n, _, _ in spans)
     assert max(starts) - min(starts) < 0.5  # one barrier, though one set-up took 1.5 s longer

@@ -1,3 +1,4 @@
 """Benchmarks (``python -m study.bench``): the training core's speed and memory, the pipeline's,
-the study's bookkeeping at scale, the UI's page, ASHA's monitor. Apart from the library's layers:
-nothing below imports them."""
+what a Ray Tune trial adds to a run, GPUs shared by several trials, the study's bookkeeping at
+scale, the UI's page, ASHA's monitor. Apart from the library's layers: nothing below imports
+them."""
