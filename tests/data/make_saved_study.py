@@ -1,12 +1,11 @@
 """Make ``saved-study.tar.gz``: a small study started and killed (SIGKILL, mid-wave) by the code
-of a commit (3ab189a, the flat layout, by default), kept as test data so that a later layout of
-the code can be checked to resume it (``tests/test_saved_study.py``). Its networks are 1/16 wide,
-so that the weights it holds stay small (about 1 MB in all).
+of this checkout, kept as test data so that a later layout of the code can be checked to resume
+it (``tests/test_saved_study.py``).
 
 The store holds absolute paths (MLflow's artifact locations, the plan's space file), so the
 study is made at, and restored to, one fixed folder: ``ROOT``.
 
-    python tests/data/make_saved_study.py [COMMIT]   # from the repository root, ~1 minute
+    python tests/data/make_saved_study.py   # from the repository root, ~1 minute
 """
 
 import shutil
@@ -14,36 +13,31 @@ import signal
 import subprocess
 import sys
 import tarfile
-import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from test_faults import SPACE, Study, ended, signal_group, started  # noqa: E402
+from test_faults import Study, ended, signal_group, started  # noqa: E402
 
 ROOT = Path("/tmp/lcl-saved-study")
 NAME = "saved"
 ARCHIVE = HERE / "saved-study.tar.gz"
 
 
-def main(commit: str = "3ab189a") -> None:
+def main() -> None:
     shutil.rmtree(ROOT, ignore_errors=True)
     ROOT.mkdir(parents=True)
     study = Study(ROOT, NAME)
-    study.space.write_text(SPACE.replace("width: 0.125", "width: 0.0625"))
-    code = Path(tempfile.mkdtemp())  # the commit's tree: `python -m study.tune` runs from it
-    archive = subprocess.run(["git", "-C", str(HERE.parents[1]), "archive", commit],
-                             capture_output=True, check=True)
-    subprocess.run(["tar", "-x", "-C", str(code)], input=archive.stdout, check=True)
-    proc = study.start(code=code)
+    proc = study.start()
     # Two trials ended, the next two started and one of them past its first epoch: a study
     # with finished runs, running ones, checkpoints and ASHA rungs, killed between Ray's saves.
     study.watch(proc, lambda lines: ended(lines) >= 2 and started(lines) >= 3
                 and "epoch 1/2" in lines[-1])
     signal_group(proc, signal.SIGKILL)
     study.end(proc)
-    shutil.rmtree(code)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True, cwd=HERE).stdout.strip()
     (ROOT / "MADE_BY").write_text(f"{commit}\n")
     with tarfile.open(ARCHIVE, "w:gz") as tar:
         for name in ("mlruns", "space.yaml", "MADE_BY"):
@@ -52,4 +46,4 @@ def main(commit: str = "3ab189a") -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    main()
