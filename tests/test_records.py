@@ -204,3 +204,25 @@ def test_two_drivers_creating_the_data_sets_experiment_at_once_share_it(tmp_path
 
     monkeypatch.setattr(MlflowClient, "get_experiment_by_name", late_lookup)
     assert store.experiment_id("digits") == first and len(calls) == 2
+
+
+def test_a_saved_plan_reads_back_as_it_was_saved(tmp_path):
+    """One type, read one way: what a study saves is what ``Plan.load``/``find``/``latest`` give
+    back, its kind included; a study with no record is None, not an error, for ``find``."""
+    from conftest import save_plan
+
+    from study.records.plan import Plan, study_splits
+
+    store = Store.at(tmp_path / "mlruns")
+    save_plan(store, "g", grid="table1", seeds=3, created=1.0)
+    save_plan(store, "r", config_file="/best.yaml", created=2.0)
+    save_plan(store, "c", compare="g", points=[{"K": 4}], arms=[{"K": 4}], created=3.0)
+    save_plan(store, "s", strata=[{"K": 2}, {"K": 4}], shares=[1, 1], created=4.0,
+              dataset="fmnist")
+    assert [Plan.load(store, s).kind for s in "grcs"] == ["grid", "rerun", "compare", "search"]
+    g = Plan.load(store, "g")
+    assert (g.grid, g.seeds, g.created) == ("table1", 3, 1.0)
+    assert Plan.load(store, "c").points == [{"K": 4}]
+    assert Plan.find(store, "none") is None and study_splits(store, "none") == []
+    assert study_splits(store, "s") == [2, 4]
+    assert Plan.latest(store, "digits") == "c" and Plan.latest(store, "fmnist") == "s"

@@ -291,3 +291,28 @@ def test_a_stop_in_on_trial_complete_reaches_the_driver_through_the_next_failure
     with pytest.raises(interrupts.StudyStopped, match="no space left"):
         tracking.on_trial_recover(0, [], object())
     tracking._raise_stop()  # raised once: nothing left
+
+
+def test_a_full_disk_is_told_by_its_message_as_by_its_errno(tmp_path):
+    """One detector: SQLite's and the OS's words for a full disk, anywhere in an error's chain or
+    in a failed trial's error file, stop the study; other errors do not."""
+    import sqlite3
+    from types import SimpleNamespace
+
+    try:
+        try:
+            raise sqlite3.OperationalError("database or disk is full")
+        except sqlite3.OperationalError as inner:
+            raise RuntimeError("MLflow could not write") from inner
+    except RuntimeError as e:
+        assert faults.disk_full(e)
+        assert faults.stopped_by(e, "/s").reason == (
+            "no space left on device under /s; free space there")
+    assert not faults.disk_full(ValueError("database is locked"))
+    error_file = tmp_path / "error.txt"
+    error_file.write_text("OSError: [Errno 28] No space left on device: 'checkpoint_000002'")
+    trial = SimpleNamespace(path=str(tmp_path), error_file=str(error_file), trial_id="t1")
+    with pytest.raises(interrupts.StudyStopped, match="trial t1 was writing its checkpoint"):
+        faults.stop_if_disk_full(trial)
+    error_file.write_text("ValueError: loss is nan")
+    faults.stop_if_disk_full(trial)  # free space above the floor, another error: no stop
