@@ -149,13 +149,15 @@ def test_seeds_comparison_matches_a_hand_computation():
     test = rows[4, "linear_test_acc"]
     # By hand: searched 0.80 0.82 0.84 -> 0.82 +- 0.02; paper 0.79 0.80 0.84 -> 0.81 +- 0.0265;
     # per-seed differences 0.01 0.02 0.00 -> 0.01 +- 0.01, 95% t (2 dof, 4.303): +-0.0248.
-    assert (test.searched.mean, test.searched.std) == pytest.approx((0.82, 0.02))
-    assert (test.paper.mean, test.paper.std) == pytest.approx((0.81, 0.026458), abs=1e-6)
+    assert (test.first.mean, test.first.std) == pytest.approx((0.82, 0.02))
+    assert (test.second.mean, test.second.std) == pytest.approx((0.81, 0.026458), abs=1e-6)
     assert (test.difference.mean, test.difference.std, test.difference.n) == pytest.approx(
         (0.01, 0.01, 3))
     assert test.difference.interval() == pytest.approx((0.01 - 0.024841, 0.01 + 0.024841),
                                                        abs=1e-6)
-    assert test.verdict == "no difference within the seeds' spread"
+    # 3 seeds at a paired spread of 1 point detect (80% power) only 3.26 points or more; 1 point
+    # would need 10 seeds: "no difference" here is not "none".
+    assert test.verdict == "too few seeds to tell"
     val = rows[4, "linear_val_acc"]  # 0.10 0.11 0.12: above zero beyond the spread
     assert val.difference.mean == pytest.approx(0.11) and val.verdict == "searched better"
     same = rows[8, "linear_test_acc"]
@@ -165,8 +167,10 @@ def test_seeds_comparison_matches_a_hand_computation():
                 epochs=0, concurrency=1, gpus_per_trial=0, cpus_per_trial=1, data_dir="",
                 seed=1, points=POINTS, arms=ARMS, compare="search", seeds=3)
     table = comparison_table(trials, plan)
-    assert table.rows[0][:7] == ["4", "linear test", "T=0.1 tau=0.5", "T=0.3 tau=0.5",
-                                 "82.00 ± 2.00", "81.00 ± 2.65", "+1.00 ± 1.00 [-1.48, +3.48]"]
+    assert table.rows[0] == ["4", "linear test", "T=0.1 tau=0.5", "T=0.3 tau=0.5",
+                             "82.00 ± 2.00", "81.00 ± 2.65", "+1.00 ± 1.00 [-1.48, +3.48]", "3",
+                             "±3.26", "10", "too few seeds to tell"]
+    assert table.rows[2][-3:] == ["-", "-", "the search's best is the paper's point"]
     assert table.note == "K=16: no finished trial in search (6 ran), nothing to compare"
 
 
@@ -220,10 +224,15 @@ def test_compare_points_pair_each_splits_best_with_the_papers_point(searched):
     base = {"dataset": "digits", "arch": "resnet18", "width": 0.25, "epochs": 3}
     assert points == [{**base, "K": 2, "threshold": 0.1, "tau": 0.4},
                       {**base, "K": 2, "threshold": 0.0, "tau": 0.5},  # the paper's T and tau
-                      {**base, "K": 4, "threshold": 0.0, "tau": 0.5}]
+                      {**base, "K": 2, "threshold": None, "tau": 0.4},  # Eq. (1) at each tau
+                      {**base, "K": 2, "threshold": None, "tau": 0.5},
+                      {**base, "K": 4, "threshold": 0.0, "tau": 0.5},
+                      {**base, "K": 4, "threshold": None, "tau": 0.5}]
     assert arms == [{"K": 1, "trials": 0, "finished": 0},
-                    {"K": 2, "trials": 2, "finished": 2, "searched": 0, "paper": 1},
-                    {"K": 4, "trials": 1, "finished": 1, "searched": 2, "paper": 2},
+                    {"K": 2, "trials": 2, "finished": 2, "searched": 0, "paper": 1,
+                     "searched_no_T": 2, "paper_no_T": 3},
+                    {"K": 4, "trials": 1, "finished": 1, "searched": 4, "paper": 4,
+                     "searched_no_T": 5, "paper_no_T": 5},
                     {"K": 8, "trials": 1, "finished": 0}]
 
 
@@ -235,7 +244,8 @@ def test_a_comparison_runs_on_fresh_seeds_never_the_searchs_own(searched):
     args = ["--dataset", "digits", "--compare", "s", "--seeds", "2", "--store",
             str(searched.root)]
     plan = new_plan(searched, parse_args(args))
-    assert (plan.kind, plan.study, plan.seed, plan.trials) == ("compare", "s-vs-paper", 1, 6)
+    # 6 configurations (K = 2's four cells; K = 4's best is the paper's point: two) x 2 seeds
+    assert (plan.kind, plan.study, plan.seed, plan.trials) == ("compare", "s-vs-paper", 1, 12)
     assert (plan.budget, plan.data_dir, len(plan.arms)) == ("smoke", "/data", 4)
     with pytest.raises(ConfigError, match="re-runs seed 0, the search's own"):
         new_plan(searched, parse_args([*args, "--seed", "0"]))

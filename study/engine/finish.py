@@ -59,9 +59,12 @@ def _summarise(store: Store, plan: Plan) -> None:
     rows = study_rows(store, dataset, study)
     print_table(rows, study, objectives=plan.objectives)
     if plan.compare:  # a --compare study: its answer
-        from study.records.comparison import comparison_table
+        from study.records.comparison import attribution_table, comparison_table
 
         log("\n" + comparison_table(rows, plan).text())
+        attributed = attribution_table(rows, plan)
+        if attributed is not None:
+            log("\n" + attributed.text())
     best = next((r for r in candidates(rows) if r.model_uri), None)
     from mlflow.tracking import MlflowClient
 

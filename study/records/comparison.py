@@ -1,19 +1,29 @@
-"""The searched T against the paper's T, over seeds: the comparison a researcher wants after a
-search (``python -m study.tune --compare STUDY --seeds N``).
+"""The searched T against the paper's T, over seeds, and what each of T and tau did: the
+comparison a researcher wants after a search (``python -m study.tune --compare STUDY --seeds N``).
 
-For each split K of the searched study, two arms are re-run to their end with the same N seeds:
-the search's best configuration at that K (chosen on validation accuracy) and the paper's point
-at that K (the same configuration with the paper's searched values: its T and tau). Each arm is
-reported as mean +- sample std over its seeds, and the difference (searched - paper) as the mean
-+- std of the per-seed differences (the arms share their seeds: a paired comparison) with its
-95% t-interval. Where the search's best is the paper's point, the two arms are one configuration
-trained once: the difference is 0 by construction, and the table says so.
+For each split K of the searched study, the 2 x 2 of threshold by temperature is re-run to its
+end with the same N seeds: the search's best configuration at that K (chosen on validation
+accuracy), the paper's point at that K (the same configuration with the paper's searched values:
+its T and tau), and each of the two with no threshold (Eq. 1) at its own tau. Paired by seed:
+
+- the overall difference, searched - paper (T and tau moved at once: what a search gains);
+- T's effect at each tau: (searched T, searched tau) - (no T, searched tau), and the same at the
+  paper's tau;
+- tau's effect with no threshold: (no T, searched tau) - (no T, paper tau), T held out.
+
+The overall difference is exactly tau's effect without T plus T's effect at the searched tau
+minus T's at the paper's, seed by seed. Each difference is the mean +- std of the per-seed
+differences with its 95% t-interval, the smallest effect the seeds would detect and the seeds an
+effect of 1 point would need (``study.records.paired``). Configurations that coincide (the
+search's best is the paper's point) are trained once: their difference is 0 by construction,
+and the table says so.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from study.records import paired
 from study.records.formatting import Stat, Table, num, pct_spread, signed
 from study.records.params import parse_param
 from study.records.plan import Plan, study_splits
@@ -29,8 +39,8 @@ METRICS = (("linear_test_acc", "linear test"), ("linear_val_acc", "linear val"))
 
 def compare_points(store: Store, dataset: str, searched: str, space) -> tuple[list, list]:
     """The points to re-run (configurations, each once) and the arms: for each split K of the
-    searched study, ``{"K", "searched": i, "paper": j, "trials", "finished"}`` with indexes
-    into the points."""
+    searched study, ``{"K", "trials", "finished"}`` and, where it has a best, each cell of the
+    2 x 2 (``CELLS``: ``"searched": i``, ``"paper": j``, ...) as an index into the points."""
     from study.records.exported import CONFIG_KEYS
     plan = Plan.load(store, searched)
     if plan.kind != "search":
@@ -65,7 +75,11 @@ def compare_points(store: Store, dataset: str, searched: str, space) -> tuple[li
         paper_config = {**config, **protocol,
                         **{k: v for k, v in paper.items() if k in searched_keys}}
         arm = {"K": K, "trials": counts.trials, "finished": counts.finished}
-        for name, c in (("searched", config), ("paper", paper_config)):
+        # The 2 x 2: each of the two with no threshold (Eq. 1) at its own tau.
+        cells = {"searched": config, "paper": paper_config,
+                 "searched_no_T": {**config, "threshold": None},
+                 "paper_no_T": {**paper_config, "threshold": None}}
+        for name, c in cells.items():
             if c not in points:
                 points.append(c)
             arm[name] = points.index(c)
@@ -73,60 +87,131 @@ def compare_points(store: Store, dataset: str, searched: str, space) -> tuple[li
     return points, arms
 
 
+CELLS = ("searched", "searched_no_T", "paper", "paper_no_T")
+# Each difference: its name, the two cells (first - second), its verdict's words either way.
+OVERALL = ("overall: T and tau together", "searched", "paper", "searched better",
+           "paper's point better")
+EFFECTS = (OVERALL,
+           ("T at the searched tau", "searched", "searched_no_T", "T helps", "T hurts"),
+           ("T at the paper's tau", "paper", "paper_no_T", "T helps", "T hurts"),
+           ("tau, no threshold", "searched_no_T", "paper_no_T", "searched tau better",
+            "paper's tau better"))
+NEARLY_ALL = 0.95  # a T that keeps this share of both kinds of pairs at every block is no T
+
+
 @dataclass
 class Row:
-    """One split's comparison on one metric."""
+    """One paired difference of a split on one metric: ``first`` - ``second``, seed by seed,
+    over the seeds both cells finished."""
 
     K: int
     metric: str
-    searched: Stat | None
-    paper: Stat | None
-    difference: Stat | None  # searched - paper, per seed
-    same_point: bool  # the search's best is the paper's point
-    searched_config: dict
-    paper_config: dict
+    effect: str
+    first: Stat | None
+    second: Stat | None
+    difference: Stat | None
+    same: bool  # one configuration: 0 by construction
+    first_config: dict
+    second_config: dict
+    words: tuple[str, str] = ("first better", "second better")
+    kept: str = ""  # where first's T keeps nearly every pair: says so
 
     @property
     def verdict(self) -> str:
-        if self.same_point:
-            return "the search's best is the paper's point"
-        if self.difference is None:
-            return "no seed finished in both arms"
-        ci = self.difference.interval()
-        if ci is None:
-            return "one seed: no spread to judge by"
-        if ci[0] <= 0 <= ci[1]:
-            return "no difference within the seeds' spread"
-        return "searched better" if self.difference.mean > 0 else "paper's T better"
+        if self.same:
+            return ("the search's best is the paper's point" if self.effect == OVERALL[0]
+                    else "one configuration: 0 by construction")
+        text = paired.verdict(self.difference, *self.words)
+        return f"{text}; {self.kept}" if self.kept else text
 
 
-def comparison(trials: list[TrialRecord], points: list[dict], arms: list[dict]) -> list[Row]:
-    """The comparison's rows, two per split (linear test, linear val), from the re-run's
-    trials: each trial belongs to the point whose configuration it ran."""
-    by_point: dict[int, dict[int, TrialRecord]] = {}
+def by_point(trials: list[TrialRecord], points: list[dict]) -> dict[int, dict[int, TrialRecord]]:
+    """The finished trials of each point, by seed: each trial belongs to the point whose
+    configuration it ran."""
+    out: dict[int, dict[int, TrialRecord]] = {}
     for t in trials:
         if not t.finished:
             continue
         i = _point_of(t, points)
         if i is not None:
-            by_point.setdefault(i, {})[int(t.params.get("seed", 0))] = t
+            out.setdefault(i, {})[int(t.params.get("seed", 0))] = t
+    return out
+
+
+def comparison(trials: list[TrialRecord], points: list[dict], arms: list[dict],
+               effects=(OVERALL,), metrics=tuple(m for m, _ in METRICS)) -> list[Row]:
+    """The comparison's rows: for each split whose cells ran, each of ``effects`` on each of
+    ``metrics`` (by default the overall difference on linear test and linear val)."""
+    runs = by_point(trials, points)
     rows = []
     for arm in arms:
-        if "searched" not in arm:
-            continue
-        s, p = by_point.get(arm["searched"], {}), by_point.get(arm["paper"], {})
-        for metric, _ in METRICS:
-            # Both arms over the seeds they share, so that the difference of the means is the
-            # mean of the differences.
-            seeds = [k for k in sorted(set(s) & set(p))
-                     if metric in s[k].metrics and metric in p[k].metrics]
-            rows.append(Row(
-                arm["K"], metric,
-                Stat.of([s[k].metrics[metric] for k in seeds]),
-                Stat.of([p[k].metrics[metric] for k in seeds]),
-                Stat.of([s[k].metrics[metric] - p[k].metrics[metric] for k in seeds]),
-                arm["searched"] == arm["paper"], points[arm["searched"]], points[arm["paper"]]))
+        for effect, a, b, *words in effects:
+            if a not in arm or b not in arm:
+                continue  # no finished trial at this split, or a comparison saved before the 2 x 2
+            s, p = runs.get(arm[a], {}), runs.get(arm[b], {})
+            for metric in metrics:
+                # Both cells over the seeds they share, so that the difference of the means is
+                # the mean of the differences.
+                seeds = [k for k in sorted(set(s) & set(p))
+                         if metric in s[k].metrics and metric in p[k].metrics]
+                rows.append(Row(
+                    arm["K"], metric, effect,
+                    Stat.of([s[k].metrics[metric] for k in seeds]),
+                    Stat.of([p[k].metrics[metric] for k in seeds]),
+                    Stat.of([s[k].metrics[metric] - p[k].metrics[metric] for k in seeds]),
+                    arm[a] == arm[b], points[arm[a]], points[arm[b]], tuple(words),
+                    _no_T_in_all_but_name(points[arm[a]], s.values())
+                    if b.endswith("_no_T") else ""))
     return rows
+
+
+def attribution(trials: list[TrialRecord], points: list[dict], arms: list[dict],
+                metric: str = "linear_test_acc") -> list[Row]:
+    """The 2 x 2's differences on ``metric``: overall, T at each tau, tau without T."""
+    return comparison(trials, points, arms, EFFECTS, (metric,))
+
+
+def kept_range(trials) -> tuple[float, float, float, float] | None:
+    """The lowest and highest share of positive, then negative, pairs kept at the last epoch,
+    over every block and trial (the trials' ``kept_pos_block{k}``, ``kept_neg_block{k}``)."""
+    values = {kind: [v for t in trials for k, v in t.metrics.items()
+                     if k.startswith(f"kept_{kind}_block")] for kind in ("pos", "neg")}
+    if not values["pos"] or not values["neg"]:
+        return None
+    return min(values["pos"]), max(values["pos"]), min(values["neg"]), max(values["neg"])
+
+
+def _no_T_in_all_but_name(config: dict, trials) -> str:
+    """Where a threshold keeps nearly every pair of both kinds at every block at the last
+    epoch: the words that say so, from the recorded kept ratios."""
+    kept = kept_range(list(trials))
+    if config.get("threshold") is None or kept is None or min(kept[0], kept[2]) < NEARLY_ALL:
+        return ""
+    return (f"T={num(config['threshold'])} keeps {_share(kept[:2])} of positive and "
+            f"{_share(kept[2:])} of negative pairs: no threshold in all but name")
+
+
+def _share(low_high) -> str:
+    low, high = (round(100 * v) for v in low_high)
+    return f"{low}%" if low == high else f"{low}-{high}%"
+
+
+def cell_values(trials: list[TrialRecord], points: list[dict], arms: list[dict],
+                metric: str = "linear_test_acc") -> dict[int, dict[str, dict[int, float]]]:
+    """Each split's four cells, each ``{seed: value}`` (the figure's dots), by cell label
+    (``T=0.3 tau=0.5``)."""
+    runs = by_point(trials, points)
+    out: dict[int, dict[str, dict[int, float]]] = {}
+    for arm in arms:
+        cells = {}
+        for cell in CELLS:
+            if cell in arm:
+                cells[config_label(points[arm[cell]])] = {
+                    seed: t.metrics[metric] for seed, t in runs.get(arm[cell], {}).items()
+                    if metric in t.metrics}
+        if cells:
+            out[arm["K"]] = cells
+    return out
 
 
 def _point_of(t: TrialRecord, points: list[dict]) -> int | None:
@@ -137,20 +222,34 @@ def _point_of(t: TrialRecord, points: list[dict]) -> int | None:
     return None
 
 
-def table_rows(rows: list[Row]) -> list[list[str]]:
-    """The rows as table cells: K, metric, the two configurations' T and tau, both arms, the
-    difference, the verdict."""
-    names = dict(METRICS)
-    return [[str(r.K), names[r.metric],
-             f"T={num(r.searched_config.get('threshold'))} "
-             f"tau={num(r.searched_config.get('tau'))}",
-             f"T={num(r.paper_config.get('threshold'))} tau={num(r.paper_config.get('tau'))}",
-             pct_spread(r.searched), pct_spread(r.paper), signed(r.difference),
-             str(r.difference.n if r.difference else 0), r.verdict] for r in rows]
+def config_label(config: dict) -> str:
+    """``T=0.3 tau=0.5``; ``T=none`` for Eq. (1)."""
+    T = config.get("threshold")
+    return f"T={'none' if T is None else num(T)} tau={num(config.get('tau'))}"
+
+
+def _power_cells(r: Row) -> list[str]:
+    if r.same:
+        return ["-", "-"]
+    return [paired.detectable_text(r.difference), paired.seeds_text(paired.EFFECT, r.difference)]
 
 
 HEADERS = ["K", "metric", "searched", "paper", "searched %", "paper %",
-           "difference (pts) [95% CI]", "seeds", "verdict"]
+           "difference (pts) [95% CI]", "seeds", "detectable (pts)", "seeds for 1 pt", "verdict"]
+EFFECT_HEADERS = ["K", "effect", "cells (first - second)", "first %", "second %",
+                  "difference (pts) [95% CI]", "seeds", "detectable (pts)", "seeds for 1 pt",
+                  "verdict"]
+
+
+def table_rows(rows: list[Row]) -> list[list[str]]:
+    """The overall rows as table cells: K, metric, the two configurations' T and tau, both
+    arms, the difference, what the seeds can detect, the verdict."""
+    names = dict(METRICS)
+    return [[str(r.K), names[r.metric], config_label(r.first_config),
+             config_label(r.second_config), pct_spread(r.first), pct_spread(r.second),
+             signed(r.difference), str(r.difference.n if r.difference else 0),
+             *_power_cells(r), r.verdict] for r in rows]
+
 
 def comparison_table(trials: list[TrialRecord], plan: Plan) -> Table:
     """The comparison of a ``--compare`` study from its trials and its plan, for the terminal
@@ -159,5 +258,31 @@ def comparison_table(trials: list[TrialRecord], plan: Plan) -> Table:
     missing = [f"K={a['K']}: no finished trial in {plan.compare} ({a['trials']} ran), "
                f"nothing to compare" for a in plan.arms if "searched" not in a]
     return Table(f"Searched best against the paper's T, {plan.seeds} seed(s) each "
-                 f"(search: {plan.compare}; difference = searched - paper, paired by seed)",
-                 HEADERS, table_rows(rows), "; ".join(missing))
+                 f"(search: {plan.compare}; difference = searched - paper, paired by seed; "
+                 f"detectable: the smallest effect these seeds find with "
+                 f"{paired.POWER:.0%} power)", HEADERS, table_rows(rows), "; ".join(missing))
+
+
+def attribution_table(trials: list[TrialRecord], plan: Plan) -> Table | None:
+    """What T and what tau did, split by split, on linear test accuracy; None for a comparison
+    saved before the 2 x 2 (two cells a split)."""
+    if not any("searched_no_T" in a for a in plan.arms):
+        return None
+    rows = attribution(trials, plan.points, plan.arms)
+    cells = [[str(r.K), r.effect,
+              f"{config_label(r.first_config)} - {config_label(r.second_config)}",
+              pct_spread(r.first), pct_spread(r.second), signed(r.difference),
+              str(r.difference.n if r.difference else 0), *_power_cells(r), r.verdict]
+             for r in rows]
+    runs = by_point(trials, plan.points)
+    kept = []
+    for arm in plan.arms:
+        for cell in ("searched", "paper"):
+            if cell in arm and (k := kept_range(runs.get(arm[cell], {}).values())):
+                kept.append(f"K={arm['K']} {config_label(plan.points[arm[cell]])}: "
+                            f"{_share(k[:2])} positive, {_share(k[2:])} negative")
+    note = ("overall = tau without T + T at the searched tau - T at the paper's tau, seed by "
+            "seed. Pairs kept at the last epoch, over blocks and seeds: "
+            + ("; ".join(kept) if kept else "not recorded"))
+    return Table(f"What T and what tau did: linear test accuracy, {plan.seeds} seed(s), paired "
+                 f"by seed (search: {plan.compare})", EFFECT_HEADERS, cells, note)

@@ -185,3 +185,26 @@ def fig_probes(probes: dict[str, list[float]]) -> str:
         ax.legend(fontsize=8)
         ax.set_title("Probe accuracy per block")
     return _figure(draw)
+
+
+def fig_cells(cells: dict[int, dict[str, dict[int, float]]], metric: str) -> str:
+    """The 2 x 2 of a comparison: for each split, its cells' values seed by seed (one grey line
+    a seed, joining its cells: the differences are paired) and each cell's mean (a bar)."""
+    def draw(fig):
+        for i, (K, by_cell) in enumerate(sorted(cells.items())):
+            ax = fig.add_subplot(1, len(cells), i + 1)
+            labels = list(by_cell)
+            seeds = sorted({s for values in by_cell.values() for s in values})
+            for seed in seeds:
+                xs = [x for x, c in enumerate(labels) if seed in by_cell[c]]
+                ax.plot(xs, [100 * by_cell[labels[x]][seed] for x in xs], color="grey",
+                        lw=0.7, marker="o", ms=3)
+            for x, c in enumerate(labels):
+                if by_cell[c]:
+                    ax.hlines(100 * np.mean(list(by_cell[c].values())), x - 0.3, x + 0.3,
+                              color="red", lw=2)
+            ax.set_xticks(range(len(labels)), [c.replace(" ", "\n") for c in labels],
+                          fontsize=7)
+            ax.set_title(f"K={K} ({len(seeds)} seed(s))", fontsize=9)
+            ax.set_ylabel(f"{metric} %")
+    return _figure(draw, size=(3.2 * max(1, len(cells)), 3.6))

@@ -11,7 +11,7 @@ import html
 import time
 from pathlib import Path
 
-from study.records.comparison import comparison_table
+from study.records.comparison import attribution_table, cell_values, comparison_table
 from study.records.formatting import Table
 from study.records.store import Store
 from study.records.trials import Counts
@@ -117,6 +117,12 @@ def build(store: Store, record: StudyRecord) -> tuple[str, list[Table]]:
         tables.append(compared)
         sections.append('<h2 id="compare">The searched T against the paper\'s, over seeds</h2>'
                         + compared.html())
+        attributed = attribution_table(record.trials, record.plan)
+        if attributed is not None:
+            tables.append(attributed)
+            cells = cell_values(record.trials, record.plan.points, record.plan.arms)
+            sections.append('<h3 id="attribution">What T and what tau did</h3>'
+                            + attributed.html() + figures.fig_cells(cells, "linear test"))
     if record.kind != "search":
         tables.append(grid_table(record))
         gain = gain_table(record)
