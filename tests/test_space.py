@@ -163,6 +163,11 @@ def test_each_grid_meets_only_its_own_stage_counts(tmp_path):
                                  "  piped: {K: [4], stages: [2]}")
                     .replace("choices: [1, 2, 4]}",
                              "choices: [2, 4]}\n  stages: {type: categorical, choices: [1, 2]}"))
+    with pytest.raises(ConfigError, match=r"search.stages cannot change accuracy .* set "
+                       r"train.stages, or trade it off against its cost"):
+        load_space(path)  # one objective: stages would only split each K's search
+    path.write_text(path.read_text() + "objectives:\n  - {metric: knn_val_acc, mode: max}\n"
+                    "  - {metric: step_seconds, mode: min}\n")
     space = load_space(path)
     assert space.grids["piped"]["stages"] == [2]
 

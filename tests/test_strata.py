@@ -14,7 +14,13 @@ from study.records.comparison import comparison, comparison_table
 from study.records.plan import Plan
 from study.records.trials import TrialRecord
 from study.spaces.loading import load_space, space_path
-from study.spaces.strata import optuna_study_name, shares, strata_of, stratum_points
+from study.spaces.strata import (
+    bracket_keys,
+    optuna_study_name,
+    shares,
+    strata_of,
+    stratum_points,
+)
 
 
 def searcher(storage: str, strata: list[dict], trials: int, points: list[dict]):
@@ -96,7 +102,8 @@ def test_a_trial_that_ended_after_the_last_save_is_told_again_without_a_crash(tm
 
 
 def _trial(tid: str, K: int):
-    return SimpleNamespace(trial_id=tid, config={"K": K, "threshold": 0.1, "tau": 0.5})
+    return SimpleNamespace(trial_id=tid, config={"K": K, "head": "paper", "threshold": 0.1,
+                                                 "tau": 0.5})
 
 
 def _decisions(scheduler) -> dict[str, str]:
@@ -118,6 +125,27 @@ def test_asha_compares_a_trial_only_with_its_own_split():
     assert decisions["d"] == TrialScheduler.STOP  # below the leader of its own split
     # Plain ASHA stops the K = 8 leader for being deep: what the strata are there to prevent.
     assert _decisions(ASHAScheduler(**asha))["c"] == TrialScheduler.STOP
+
+
+def test_a_fronts_trial_is_stopped_only_against_trials_of_its_own_cost():
+    """A multi-objective search ranks on kNN accuracy: one bracket for every K and head would
+    stop the cheap deep trials for being deep, before they reach the front."""
+    from study.engine.tuner import search_scheduler
+
+    pareto = load_space(space_path("digits").with_name("digits-pareto.yaml"))
+    stages = load_space(space_path("digits").with_name("digits-stages.yaml"))
+    assert bracket_keys(pareto.search, pareto.objectives) == ["K", "head"]
+    assert bracket_keys(stages.search, stages.objectives) == ["K", "stages"]
+    digits = load_space(space_path("digits"))
+    assert bracket_keys(digits.search, digits.objectives) == ["K"]  # its strata
+    plan = Plan(study="f", dataset="digits", space_file="", budget="smoke", trials=6, epochs=4,
+                concurrency=2, gpus_per_trial=0, cpus_per_trial=1, data_dir="", seed=0,
+                objectives=[[o.metric, o.mode] for o in pareto.objectives])
+    scheduler = search_scheduler(plan, pareto)
+    assert isinstance(scheduler, StratifiedASHA) and scheduler.keys == ["K", "head"]
+    # The same made-up results as the per-K brackets' test, every trial with the paper's head.
+    decisions = _decisions(scheduler)
+    assert decisions["c"] == TrialScheduler.CONTINUE and decisions["d"] == TrialScheduler.STOP
 
 
 def record(tid: str, K: int, T: float, seed: int, test: float, val: float) -> TrialRecord:

@@ -19,7 +19,12 @@ from study.records.exported import points as export_points
 from study.records.plan import Plan
 from study.records.ray_state import saved_state
 from study.records.store import Store, write_ahead_log
-from study.spaces.strata import optuna_study_name, optuna_study_names, stratum_points
+from study.spaces.strata import (
+    bracket_keys,
+    optuna_study_name,
+    optuna_study_names,
+    stratum_points,
+)
 from study.spaces.types import SearchSpace
 from trainables.tune_trainable import OBJECTIVE, TrialSetup, run_trial
 
@@ -133,7 +138,6 @@ def _new_tuner(store: Store, plan: Plan, space: SearchSpace, trainable, run_conf
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
 
-    from study.engine.scheduler import StratifiedASHA, StudyASHA
     from study.engine.search import StratifiedSearch, StudySearch
 
     # One objective: Optuna's value is it. Several: a multi-objective study (TPE handles both)
@@ -145,8 +149,6 @@ def _new_tuner(store: Store, plan: Plan, space: SearchSpace, trainable, run_conf
     storage = optuna.storages.RDBStorage(store.optuna_url)
     write_ahead_log(store.root / "optuna.db")
     distributions = optuna_space(space, plan.K)
-    asha = dict(time_attr="epoch", metric=OBJECTIVE, mode="max", max_t=plan.epochs,
-                grace_period=min(space.budget(plan.budget).grace_period, plan.epochs))
     if not plan.strata:
         searcher = StudySearch(
             space=distributions, metric=metric, mode=mode,
@@ -155,7 +157,6 @@ def _new_tuner(store: Store, plan: Plan, space: SearchSpace, trainable, run_conf
             sampler=_sampler(plan, plan.trials, plan.seed),
             study_name=optuna_study_name(plan.dataset, plan.study), storage=storage,
         )
-        scheduler = StudyASHA(**asha)
     else:
         keys = list(plan.strata[0])
         for k in keys:
@@ -170,17 +171,28 @@ def _new_tuner(store: Store, plan: Plan, space: SearchSpace, trainable, run_conf
                 study_name=optuna_study_name(plan.dataset, plan.study, stratum), storage=storage,
             ))
         searcher = StratifiedSearch(searchers, plan.strata, plan.shares, metric, mode)
-        scheduler = StratifiedASHA(keys, **asha)
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
             search_alg=ConcurrencyLimiter(searcher, max_concurrent=plan.concurrency),
-            scheduler=scheduler,
+            scheduler=search_scheduler(plan, space),
             num_samples=plan.trials,
             reuse_actors=True,  # a trial's process serves the next: no start-up per trial
         ),
         run_config=run_config,
     )
+
+
+def search_scheduler(plan: Plan, space: SearchSpace):
+    """A search's ASHA: one bracket set for every trial, or one per split of a stratified
+    search, or one per cost of a front's search (``strata.bracket_keys``: a trial is stopped
+    only against trials of the same cost)."""
+    from study.engine.scheduler import StratifiedASHA, StudyASHA
+
+    asha = dict(time_attr="epoch", metric=OBJECTIVE, mode="max", max_t=plan.epochs,
+                grace_period=min(space.budget(plan.budget).grace_period, plan.epochs))
+    keys = bracket_keys(space.search, plan.objectives)
+    return StratifiedASHA(keys, **asha) if keys else StudyASHA(**asha)
 
 
 def _sampler(plan: Plan, trials: int, seed: int):

@@ -31,6 +31,13 @@ from trainables.config import range_problem
 from trainables.errors import ConfigError
 from trainables.specs import ARCH_LAYERS, SPECS, K_problem, stages_problem
 
+# One line: why a search of one objective may not search ``stages``, and what to do instead.
+NO_ACCURACY_IN_STAGES = (
+    "cannot change accuracy (a trial pipelined over S stages trains the same parameters as one "
+    "stage, bit for bit), so a search of one objective would spend trials on it and split each "
+    "K's search in parts; set train.stages, or trade it off against its cost with a second "
+    "objective such as {metric: step_seconds, mode: min} (digits-stages.yaml)")
+
 
 def space_path(dataset: str) -> Path:
     """The shipped YAML of ``dataset``, wherever the package is installed."""
@@ -121,6 +128,8 @@ def parse_space(raw: object, source: str) -> SearchSpace:
         raise where.error("keep_weights", f"{keep!r} must be an integer >= 1 or all")
     objectives = _objectives(where, raw.get("objectives"))
     _check_stages(where, train, search, grids)
+    if "stages" in search and len(objectives) == 1:
+        raise where.error("search.stages", NO_ACCURACY_IN_STAGES)
     return SearchSpace(dataset, model, train, search, budgets, list(points), grids, keep,
                        objectives, source)
 

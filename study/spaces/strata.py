@@ -13,7 +13,15 @@ history, importances and best are what ``optuna-dashboard`` shows per study, and
 live in the same storage, so that ``--resume`` and the dashboard work as before.
 
 A multi-objective space keeps K as a searched dimension: there the trade-off between the split's
-cost and accuracy is the point.
+cost and accuracy is the point. Its early stopping still must not compare across what sets a
+trial's cost: ASHA ranks trials on kNN accuracy alone, so one bracket for every K, head and
+stage count would stop the cheap trials (deep splits, the paper's small head) for being cheap,
+before they could reach the front. Its ASHA brackets are per cost stratum (``bracket_keys``):
+a trial is stopped only for trailing trials of the same cost.
+
+``stages`` changes a trial's time, never its accuracy (the pipeline is bit-equal to one stage):
+a single-objective space may not search it (``study.spaces.loading`` says why), and it splits
+only a front's brackets.
 """
 
 from __future__ import annotations
@@ -22,7 +30,8 @@ import itertools
 
 from trainables.errors import ConfigError
 
-STRATUM_KEYS = ("K", "head", "stages")  # what makes a split, where a space searches it
+STRATUM_KEYS = ("K", "head")  # what makes a split, where a space searches it
+COST_KEYS = ("K", "head", "stages")  # what sets a trial's cost, where a space searches it
 
 
 def stratum_keys(search: dict, objectives) -> list[str]:
@@ -30,6 +39,14 @@ def stratum_keys(search: dict, objectives) -> list[str]:
     if len(objectives) > 1:
         return []
     return [k for k in STRATUM_KEYS if k in search]
+
+
+def bracket_keys(search: dict, objectives) -> list[str]:
+    """What chooses a trial's ASHA brackets: its split in a stratified search, what sets its
+    cost in a multi-objective one (``[]``: one bracket set for every trial)."""
+    if len(objectives) > 1:
+        return [k for k in COST_KEYS if k in search]
+    return stratum_keys(search, objectives)
 
 
 def strata_of(search: dict, objectives, only_K: list[int] | None = None) -> list[dict]:
