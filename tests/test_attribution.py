@@ -24,6 +24,10 @@ def test_power_and_seeds_match_the_textbook_paired_t_test():
     # The detectable effect is the one found with 80% power at these seeds.
     d = Stat(0.0, 0.02, 5)
     assert power(5, detectable(d), 0.02) == pytest.approx(0.8, abs=1e-4)
+    # Two seeds (one degree of freedom), where SciPy's far tail is NaN: still a number.
+    # (a --compare of 2 seeds crashed on it): a shift of 11.2 against t's 12.7 at 1 dof.
+    assert power(2, 0.0158, 0.002) == pytest.approx(0.619, abs=1e-3)
+    assert detectable(Stat(0.0014, 0.00198, 2)) == pytest.approx(0.0229, abs=1e-3)
     assert detectable(Stat(0.1, None, 1)) is None and seeds_needed(0.01, Stat(0.1, None, 1)) is None
 
 

@@ -278,6 +278,8 @@ def attribution_table(trials: list[TrialRecord], plan: Plan) -> Table | None:
     kept = []
     for arm in plan.arms:
         for cell in ("searched", "paper"):
+            if cell == "paper" and arm.get("paper") == arm.get("searched"):
+                continue  # one configuration
             if cell in arm and (k := kept_range(runs.get(arm[cell], {}).values())):
                 kept.append(f"K={arm['K']} {config_label(plan.points[arm[cell]])}: "
                             f"{_share(k[:2])} positive, {_share(k[2:])} negative")

@@ -19,7 +19,7 @@ from study.records.formatting import Stat
 
 ALPHA = 0.05  # two-sided, as the 95% interval
 POWER = 0.8
-EFFECT = 0.01  # the effect a reader asks about: 1 point, the paper's gain of T at K = 8
+EFFECT = 0.01  # 1 point: the paper's gain of T at K = 8 on Fashion-MNIST (Table 2, 87.2 -> 88.2)
 MOST_SEEDS = 10_000
 
 
@@ -34,7 +34,11 @@ def power(n: int, effect: float, std: float) -> float:
         return 1.0 if effect else ALPHA
     df, shift = n - 1, abs(effect) * math.sqrt(n) / std
     critical = t.ppf(1 - ALPHA / 2, df)
-    return float(nct.sf(critical, df, shift) + nct.cdf(-critical, df, shift))
+    # SciPy's noncentral t gives NaN for some far tails (at a large shift, the wrong-sign tail
+    # is below 1e-15): a NaN tail counts as 0 below and as the side of the shift above.
+    upper, lower = float(nct.sf(critical, df, shift)), float(nct.cdf(-critical, df, shift))
+    upper = upper if math.isfinite(upper) else float(shift > critical)
+    return upper + (lower if math.isfinite(lower) else 0.0)
 
 
 def detectable(d: Stat | None) -> float | None:
