@@ -13,7 +13,7 @@ OLD_PATHS = {
     "study.bookkeeping": ("study.benchmarks.bookkeeping",),
     "study.checkpoints": ("study.engine.checkpoints", "study.engine.faults"),
     "study.cluster": ("study.engine.cluster",),
-    "study.compare": ("study.records.comparison",),
+    "study.compare": ("study.records.comparison", "study.records.compare_tables"),
     "study.exportfile": ("study.records.exported",),
     "study.faketrial": ("study.benchmarks.fake_trial",),
     "study.finish": ("study.engine.finish",),

@@ -3,12 +3,8 @@
 
 import pytest
 
-from study.records.comparison import (
-    attribution,
-    attribution_table,
-    cell_values,
-    comparison_table,
-)
+from study.records.compare_tables import attribution_table, comparison_table
+from study.records.comparison import attribution, cell_values, no_threshold
 from study.records.formatting import Stat
 from study.records.paired import detectable, power, seeds_needed, verdict
 from study.records.plan import Plan
@@ -37,6 +33,10 @@ def test_a_verdict_says_whether_no_difference_means_none_or_too_few_seeds():
     # The interval holds 0 in both; only the first could have seen 1 point.
     assert verdict(Stat(0.001, 0.002, 4), "up", "down") == "no difference of 1 pt or more"
     assert verdict(Stat(0.01, 0.02, 3), "up", "down") == "too few seeds to tell"
+    # Enough power on paper (4 seeds detect 0.86 pt at this spread), yet the interval reaches
+    # +1.38 pt: 1 point is not ruled out.
+    assert detectable(Stat(0.0065, 0.0046, 4)) < 0.01
+    assert verdict(Stat(0.0065, 0.0046, 4), "up", "down") == "too few seeds to tell"
     assert verdict(Stat(0.01, None, 1), "up", "down") == "one seed: no spread to judge by"
 
 
@@ -53,11 +53,13 @@ VALUES = {0: [0.73, 0.74, 0.72, 0.75], 1: [0.71, 0.71, 0.70, 0.72],
 KEPT = {0: (0.98, 0.97), 1: (0.60, 0.05)}
 
 
-def trials() -> list[TrialRecord]:
+def trials(values_of=VALUES) -> list[TrialRecord]:
     out = []
-    for i, values in VALUES.items():
+    for i, values in values_of.items():
         pos, neg = KEPT.get(i, (1.0, 1.0))
         for seed, v in enumerate(values, start=1):
+            if v is None:
+                continue  # not finished
             params = {**POINTS[i], "seed": seed, "width": 0.25}
             out.append(TrialRecord(
                 trial_id=f"t{i}{seed}", run_id=f"r{i}{seed}", status="FINISHED", params=params,
@@ -71,8 +73,9 @@ def trials() -> list[TrialRecord]:
 def test_the_two_by_two_matches_a_hand_computation():
     rows = {r.effect: r for r in attribution(trials(), POINTS, ARMS)}
     overall, T_searched, T_paper, tau = (
-        rows["overall: T and tau together"], rows["T at the searched tau"],
-        rows["T at the paper's tau"], rows["tau, no threshold"])
+        rows["overall: searched - paper"], rows["searched T vs none, at the searched tau"],
+        rows["paper's T vs none, at the paper's tau"],
+        rows["searched tau vs paper's, no threshold"])
     # By hand, per seed: overall .02 .03 .02 .03; T at searched tau 0 .004 0 0; T at the
     # paper's tau .01 0 .01 .01; tau without T .03 .026 .03 .04.
     assert (overall.difference.mean, overall.difference.std) == pytest.approx((0.025, 0.0057735))
@@ -98,9 +101,11 @@ def test_the_attribution_table_and_the_figures_cells():
                 trials=16, epochs=0, concurrency=2, gpus_per_trial=0, cpus_per_trial=1,
                 data_dir="", seed=1, points=POINTS, arms=ARMS, compare="s", seeds=4)
     table = attribution_table(trials(), plan)
-    assert [r[1] for r in table.rows] == ["overall: T and tau together", "T at the searched tau",
-                                          "T at the paper's tau", "tau, no threshold"]
-    assert table.rows[2][:9] == ["8", "T at the paper's tau", "T=0.3 tau=0.5 - T=none tau=0.5",
+    assert [r[1] for r in table.rows] == [
+        "overall: searched - paper", "searched T vs none, at the searched tau",
+        "paper's T vs none, at the paper's tau", "searched tau vs paper's, no threshold"]
+    assert table.rows[2][:9] == ["8", "paper's T vs none, at the paper's tau",
+                                 "T=0.3 tau=0.5 - T=none tau=0.5",
                                  "71.00 ± 0.82", "70.25 ± 0.96", "+0.75 ± 0.50 [-0.05, +1.55]",
                                  "4", "±1.06", "5"]
     assert "K=8 T=-0.7 tau=0.17: 98-100% positive, 97-99% negative" in table.note
@@ -121,3 +126,49 @@ def test_the_reports_figure_of_the_cells_draws():
 
     html = fig_cells(cell_values(trials(), POINTS, ARMS), "linear test")
     assert html.startswith('<img alt="figure" src="data:image/png;base64,')
+
+
+def test_every_row_of_a_split_is_over_the_seeds_all_its_cells_finished():
+    """A cell that lost a seed takes it out of every row of its split: the rows still add up."""
+    rows = attribution(trials({**VALUES, 3: [0.70, 0.71, 0.69, None]}), POINTS, ARMS)
+    assert {r.difference.n for r in rows} == {3}
+    overall, T_searched, T_paper, tau = (r.difference.mean for r in rows)
+    assert overall == pytest.approx(tau + T_searched - T_paper)
+    assert overall == pytest.approx((0.02 + 0.03 + 0.02) / 3)  # seeds 1-3 only
+
+
+def test_where_the_searchs_best_is_the_papers_point_its_T_row_is_shown_once():
+    arms = [{"K": 8, "trials": 4, "finished": 4, "searched": 1, "paper": 1, "searched_no_T": 3,
+             "paper_no_T": 3}]
+    rows = attribution(trials(), POINTS, arms)
+    assert [(r.effect, r.same) for r in rows] == [
+        ("overall: searched - paper", True), ("searched T vs none, at the searched tau", False),
+        ("searched tau vs paper's, no threshold", True)]
+    assert rows[0].verdict == "the search's best is the paper's point"
+    assert list(cell_values(trials(), POINTS, arms)[8]) == ["T=0.3 tau=0.5", "T=none tau=0.5"]
+
+
+def test_a_no_threshold_cell_drops_what_needs_a_threshold():
+    """A front's searched slope of T needs a T (TrainConfig refuses it alone), and subsampling
+    does nothing without one: the no-T cells set both to the protocol's."""
+    from trainables.config import TrainConfig
+    from trainables.errors import ConfigError
+
+    searched = {"K": 8, "threshold": 0.3, "threshold_slope": 0.2, "subsample": "neg", "tau": 0.4}
+    cell = no_threshold(searched)
+    assert cell == {"K": 8, "threshold": None, "threshold_slope": 0.0, "subsample": "both",
+                    "tau": 0.4}
+    TrainConfig(**cell)
+    with pytest.raises(ConfigError, match="threshold_slope=0.2 needs a threshold"):
+        TrainConfig(**{**searched, "threshold": None})
+    # The no-T row names what else moved with tau.
+    points = [searched, {**searched, "threshold": 0.3, "threshold_slope": 0.0, "tau": 0.5,
+                         "subsample": "both"}, cell, no_threshold({**searched, "tau": 0.5})]
+    points[1]["K"] = 8
+    arms = [{"K": 8, "trials": 1, "finished": 1, "searched": 0, "paper": 1, "searched_no_T": 2,
+             "paper_no_T": 3}]
+    rows = attribution([], points, arms)
+    assert rows[-1].effect == "searched tau vs paper's, no threshold"
+    points[2] = {**cell, "lr": 0.01}
+    assert attribution([], points, arms)[-1].effect == \
+        "searched tau, lr vs paper's, no threshold"

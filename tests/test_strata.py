@@ -10,7 +10,8 @@ from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from study.engine.scheduler import StratifiedASHA
 from study.engine.search import StratifiedSearch, StudySearch
 from study.engine.tuner import optuna_space
-from study.records.comparison import comparison, comparison_table
+from study.records.compare_tables import comparison_table
+from study.records.comparison import comparison
 from study.records.plan import Plan
 from study.records.trials import TrialRecord
 from study.spaces.loading import load_space, space_path
@@ -146,6 +147,44 @@ def test_a_fronts_trial_is_stopped_only_against_trials_of_its_own_cost():
     # The same made-up results as the per-K brackets' test, every trial with the paper's head.
     decisions = _decisions(scheduler)
     assert decisions["c"] == TrialScheduler.CONTINUE and decisions["d"] == TrialScheduler.STOP
+    # One K, two heads: the costly MLP head far ahead; the paper's small head is compared with
+    # its own kind only, so its leader goes on where brackets per K alone would stop it.
+    results = [("m1", "mlp", 0.90), ("m2", "mlp", 0.88), ("p1", "paper", 0.50),
+               ("p2", "paper", 0.45)]
+
+    def heads(scheduler) -> dict[str, str]:
+        trials = {tid: SimpleNamespace(trial_id=tid, config={"K": 8, "head": head})
+                  for tid, head, _ in results}
+        for t in trials.values():
+            scheduler.on_trial_add(None, t)
+        return {tid: scheduler.on_trial_result(None, trials[tid], {"epoch": 1, "knn_val_acc": v})
+                for tid, _, v in results}
+
+    per_cost = heads(search_scheduler(plan, pareto))
+    assert per_cost["p1"] == TrialScheduler.CONTINUE and per_cost["p2"] == TrialScheduler.STOP
+    asha = dict(time_attr="epoch", metric="knn_val_acc", mode="max", max_t=4, grace_period=1)
+    assert heads(StratifiedASHA(["K"], **asha))["p1"] == TrialScheduler.STOP
+
+
+def test_a_front_saved_with_one_bracket_set_resumes_with_brackets_per_cost(capsys):
+    from study.engine.scheduler import StudyASHA
+    from study.engine.tuner import _brackets_as_now
+
+    pareto = load_space(space_path("digits").with_name("digits-pareto.yaml"))
+    plan = Plan(study="f", dataset="digits", space_file="", budget="smoke", trials=6, epochs=4,
+                concurrency=2, gpus_per_trial=0, cpus_per_trial=1, data_dir="", seed=0,
+                objectives=[[o.metric, o.mode] for o in pareto.objectives])
+    asha = dict(time_attr="epoch", metric="knn_val_acc", mode="max", max_t=4, grace_period=1)
+    config = SimpleNamespace(scheduler=StudyASHA(**asha))
+    _brackets_as_now(SimpleNamespace(_local_tuner=SimpleNamespace(_tune_config=config)), plan,
+                     pareto)
+    assert isinstance(config.scheduler, StratifiedASHA) and config.scheduler.keys == ["K", "head"]
+    assert "ASHA: brackets per K, head from now on (the study was saved with brackets per " \
+           "study)" in capsys.readouterr().err
+    kept = config.scheduler
+    _brackets_as_now(SimpleNamespace(_local_tuner=SimpleNamespace(_tune_config=config)), plan,
+                     pareto)
+    assert config.scheduler is kept  # as it should be: left alone
 
 
 def record(tid: str, K: int, T: float, seed: int, test: float, val: float) -> TrialRecord:

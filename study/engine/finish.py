@@ -59,7 +59,7 @@ def _summarise(store: Store, plan: Plan) -> None:
     rows = study_rows(store, dataset, study)
     print_table(rows, study, objectives=plan.objectives)
     if plan.compare:  # a --compare study: its answer
-        from study.records.comparison import attribution_table, comparison_table
+        from study.records.compare_tables import attribution_table, comparison_table
 
         log("\n" + comparison_table(rows, plan).text())
         attributed = attribution_table(rows, plan)

@@ -69,6 +69,8 @@ def make_tuner(store: Store, plan: Plan, space: SearchSpace, resume: bool,
                 f"before Ray saved their trials, which the search makes again")
         # A trial in ERROR spent its retries: it has ended (study.records.ray_state) and stays so.
         tuner = tune.Tuner.restore(str(path), trainable, resume_errored=False)
+        if plan.kind == "search":
+            _brackets_as_now(tuner, plan, space)
         rebuild_rungs(tuner, store, plan)
         return tuner
     if resume:  # stopped before Ray saved any state: nothing Ray knows of to continue
@@ -193,6 +195,20 @@ def search_scheduler(plan: Plan, space: SearchSpace):
                 grace_period=min(space.budget(plan.budget).grace_period, plan.epochs))
     keys = bracket_keys(space.search, plan.objectives)
     return StratifiedASHA(keys, **asha) if keys else StudyASHA(**asha)
+
+
+def _brackets_as_now(tuner, plan: Plan, space: SearchSpace) -> None:
+    """A search saved with other brackets than it would have now (a front saved with one
+    bracket set for every cost, before its brackets went per cost) continues with today's: its
+    rungs are rebuilt from the store into them, with one line."""
+    local = getattr(tuner, "_local_tuner", None)  # none through a Ray client (ray://)
+    saved = getattr(getattr(local, "_tune_config", None), "scheduler", None)
+    wanted = bracket_keys(space.search, plan.objectives)
+    if saved is None or not hasattr(saved, "rebuild") or list(saved.keys) == wanted:
+        return
+    local._tune_config.scheduler = search_scheduler(plan, space)
+    log(f"ASHA: brackets per {', '.join(wanted) or 'study'} from now on (the study was saved "
+        f"with brackets per {', '.join(saved.keys) or 'study'})")
 
 
 def _sampler(plan: Plan, trials: int, seed: int):

@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from study.records import paired
-from study.records.formatting import Stat, Table, num, pct_spread, signed
+from study.records.formatting import Stat, num
 from study.records.params import parse_param
 from study.records.plan import Plan, study_splits
 from study.records.store import Store
@@ -32,9 +32,21 @@ from study.records.trials import TrialRecord, best_per_split, read_trials, split
 from study.spaces.strata import stratum_points
 from trainables.config import TrainConfig
 from trainables.errors import ConfigError
-from trainables.paper import paper_point
+from trainables.paper import PROTOCOL, paper_point
 
 METRICS = (("linear_test_acc", "linear test"), ("linear_val_acc", "linear val"))
+
+
+def no_threshold(config: dict) -> dict:
+    """``config`` under Eq. (1): no threshold, so no per-block slope of it (a slope needs a T)
+    and the protocol's subsampling (which does nothing without a T): two no-T cells that differ
+    only there are one configuration, trained once."""
+    out = {**config, "threshold": None}
+    if "threshold_slope" in out:
+        out["threshold_slope"] = 0.0
+    if "subsample" in out:
+        out["subsample"] = PROTOCOL.subsample
+    return out
 
 
 def compare_points(store: Store, dataset: str, searched: str, space) -> tuple[list, list]:
@@ -77,8 +89,7 @@ def compare_points(store: Store, dataset: str, searched: str, space) -> tuple[li
         arm = {"K": K, "trials": counts.trials, "finished": counts.finished}
         # The 2 x 2: each of the two with no threshold (Eq. 1) at its own tau.
         cells = {"searched": config, "paper": paper_config,
-                 "searched_no_T": {**config, "threshold": None},
-                 "paper_no_T": {**paper_config, "threshold": None}}
+                 "searched_no_T": no_threshold(config), "paper_no_T": no_threshold(paper_config)}
         for name, c in cells.items():
             if c not in points:
                 points.append(c)
@@ -89,13 +100,14 @@ def compare_points(store: Store, dataset: str, searched: str, space) -> tuple[li
 
 CELLS = ("searched", "searched_no_T", "paper", "paper_no_T")
 # Each difference: its name, the two cells (first - second), its verdict's words either way.
-OVERALL = ("overall: T and tau together", "searched", "paper", "searched better",
+OVERALL = ("overall: searched - paper", "searched", "paper", "searched better",
            "paper's point better")
 EFFECTS = (OVERALL,
-           ("T at the searched tau", "searched", "searched_no_T", "T helps", "T hurts"),
-           ("T at the paper's tau", "paper", "paper_no_T", "T helps", "T hurts"),
-           ("tau, no threshold", "searched_no_T", "paper_no_T", "searched tau better",
-            "paper's tau better"))
+           ("searched T vs none, at the searched tau", "searched", "searched_no_T", "T helps",
+            "T hurts"),
+           ("paper's T vs none, at the paper's tau", "paper", "paper_no_T", "T helps", "T hurts"),
+           ("searched tau vs paper's, no threshold", "searched_no_T", "paper_no_T",
+            "searched tau better", "paper's tau better"))
 NEARLY_ALL = 0.95  # a T that keeps this share of both kinds of pairs at every block is no T
 
 
@@ -141,28 +153,42 @@ def by_point(trials: list[TrialRecord], points: list[dict]) -> dict[int, dict[in
 def comparison(trials: list[TrialRecord], points: list[dict], arms: list[dict],
                effects=(OVERALL,), metrics=tuple(m for m, _ in METRICS)) -> list[Row]:
     """The comparison's rows: for each split whose cells ran, each of ``effects`` on each of
-    ``metrics`` (by default the overall difference on linear test and linear val)."""
+    ``metrics`` (by default the overall difference on linear test and linear val). Every row
+    of a split is over the seeds that all its compared cells finished, so that the difference
+    of the means is the mean of the differences and the 2 x 2's rows add up seed by seed."""
     runs = by_point(trials, points)
     rows = []
     for arm in arms:
-        for effect, a, b, *words in effects:
-            if a not in arm or b not in arm:
-                continue  # no finished trial at this split, or a comparison saved before the 2 x 2
-            s, p = runs.get(arm[a], {}), runs.get(arm[b], {})
-            for metric in metrics:
-                # Both cells over the seeds they share, so that the difference of the means is
-                # the mean of the differences.
-                seeds = [k for k in sorted(set(s) & set(p))
-                         if metric in s[k].metrics and metric in p[k].metrics]
+        # (the paper's T row is the searched one where the two are one point)
+        effects_here = [e for e in effects if e[1] in arm and e[2] in arm and not (
+            e[1] == "paper" and arm["paper"] == arm["searched"])]
+        cells = {arm[c] for e in effects_here for c in e[1:3]}
+        for metric in metrics:
+            seeds = sorted(set.intersection(*[
+                {k for k, t in runs.get(i, {}).items() if metric in t.metrics}
+                for i in cells])) if cells else []
+            for effect, a, b, *words in effects_here:
+                s, p = runs.get(arm[a], {}), runs.get(arm[b], {})
                 rows.append(Row(
-                    arm["K"], metric, effect,
+                    arm["K"], metric, _effect_name(effect, points[arm[a]], points[arm[b]], a),
                     Stat.of([s[k].metrics[metric] for k in seeds]),
                     Stat.of([p[k].metrics[metric] for k in seeds]),
                     Stat.of([s[k].metrics[metric] - p[k].metrics[metric] for k in seeds]),
                     arm[a] == arm[b], points[arm[a]], points[arm[b]], tuple(words),
-                    _no_T_in_all_but_name(points[arm[a]], s.values())
+                    _no_T_in_all_but_name(points[arm[a]], [s[k] for k in seeds if k in s])
                     if b.endswith("_no_T") else ""))
     return rows
+
+
+def _effect_name(effect: str, first: dict, second: dict, a: str) -> str:
+    """The row's name; the no-threshold row names every value it moves where the search moved
+    more than tau (its other searched values move with it)."""
+    if a != "searched_no_T" or first == second:
+        return effect
+    moved = [k for k in first if k != "epochs" and first.get(k) != second.get(k)]
+    if moved in ([], ["tau"]):
+        return effect
+    return f"searched {', '.join(moved)} vs paper's, no threshold"
 
 
 def attribution(trials: list[TrialRecord], points: list[dict], arms: list[dict],
@@ -187,11 +213,11 @@ def _no_T_in_all_but_name(config: dict, trials) -> str:
     kept = kept_range(list(trials))
     if config.get("threshold") is None or kept is None or min(kept[0], kept[2]) < NEARLY_ALL:
         return ""
-    return (f"T={num(config['threshold'])} keeps {_share(kept[:2])} of positive and "
-            f"{_share(kept[2:])} of negative pairs: no threshold in all but name")
+    return (f"T={num(config['threshold'])} keeps {share_text(kept[:2])} of positive and "
+            f"{share_text(kept[2:])} of negative pairs: no threshold in all but name")
 
 
-def _share(low_high) -> str:
+def share_text(low_high) -> str:
     low, high = (round(100 * v) for v in low_high)
     return f"{low}%" if low == high else f"{low}-{high}%"
 
@@ -203,9 +229,10 @@ def cell_values(trials: list[TrialRecord], points: list[dict], arms: list[dict],
     runs = by_point(trials, points)
     out: dict[int, dict[str, dict[int, float]]] = {}
     for arm in arms:
-        cells = {}
+        cells, drawn = {}, set()
         for cell in CELLS:
-            if cell in arm:
+            if cell in arm and arm[cell] not in drawn:  # a configuration once
+                drawn.add(arm[cell])
                 cells[config_label(points[arm[cell]])] = {
                     seed: t.metrics[metric] for seed, t in runs.get(arm[cell], {}).items()
                     if metric in t.metrics}
@@ -226,65 +253,3 @@ def config_label(config: dict) -> str:
     """``T=0.3 tau=0.5``; ``T=none`` for Eq. (1)."""
     T = config.get("threshold")
     return f"T={'none' if T is None else num(T)} tau={num(config.get('tau'))}"
-
-
-def _power_cells(r: Row) -> list[str]:
-    if r.same:
-        return ["-", "-"]
-    return [paired.detectable_text(r.difference), paired.seeds_text(paired.EFFECT, r.difference)]
-
-
-HEADERS = ["K", "metric", "searched", "paper", "searched %", "paper %",
-           "difference (pts) [95% CI]", "seeds", "detectable (pts)", "seeds for 1 pt", "verdict"]
-EFFECT_HEADERS = ["K", "effect", "cells (first - second)", "first %", "second %",
-                  "difference (pts) [95% CI]", "seeds", "detectable (pts)", "seeds for 1 pt",
-                  "verdict"]
-
-
-def table_rows(rows: list[Row]) -> list[list[str]]:
-    """The overall rows as table cells: K, metric, the two configurations' T and tau, both
-    arms, the difference, what the seeds can detect, the verdict."""
-    names = dict(METRICS)
-    return [[str(r.K), names[r.metric], config_label(r.first_config),
-             config_label(r.second_config), pct_spread(r.first), pct_spread(r.second),
-             signed(r.difference), str(r.difference.n if r.difference else 0),
-             *_power_cells(r), r.verdict] for r in rows]
-
-
-def comparison_table(trials: list[TrialRecord], plan: Plan) -> Table:
-    """The comparison of a ``--compare`` study from its trials and its plan, for the terminal
-    and the report alike."""
-    rows = comparison(trials, plan.points, plan.arms)
-    missing = [f"K={a['K']}: no finished trial in {plan.compare} ({a['trials']} ran), "
-               f"nothing to compare" for a in plan.arms if "searched" not in a]
-    return Table(f"Searched best against the paper's T, {plan.seeds} seed(s) each "
-                 f"(search: {plan.compare}; difference = searched - paper, paired by seed; "
-                 f"detectable: the smallest effect these seeds find with "
-                 f"{paired.POWER:.0%} power)", HEADERS, table_rows(rows), "; ".join(missing))
-
-
-def attribution_table(trials: list[TrialRecord], plan: Plan) -> Table | None:
-    """What T and what tau did, split by split, on linear test accuracy; None for a comparison
-    saved before the 2 x 2 (two cells a split)."""
-    if not any("searched_no_T" in a for a in plan.arms):
-        return None
-    rows = attribution(trials, plan.points, plan.arms)
-    cells = [[str(r.K), r.effect,
-              f"{config_label(r.first_config)} - {config_label(r.second_config)}",
-              pct_spread(r.first), pct_spread(r.second), signed(r.difference),
-              str(r.difference.n if r.difference else 0), *_power_cells(r), r.verdict]
-             for r in rows]
-    runs = by_point(trials, plan.points)
-    kept = []
-    for arm in plan.arms:
-        for cell in ("searched", "paper"):
-            if cell == "paper" and arm.get("paper") == arm.get("searched"):
-                continue  # one configuration
-            if cell in arm and (k := kept_range(runs.get(arm[cell], {}).values())):
-                kept.append(f"K={arm['K']} {config_label(plan.points[arm[cell]])}: "
-                            f"{_share(k[:2])} positive, {_share(k[2:])} negative")
-    note = ("overall = tau without T + T at the searched tau - T at the paper's tau, seed by "
-            "seed. Pairs kept at the last epoch, over blocks and seeds: "
-            + ("; ".join(kept) if kept else "not recorded"))
-    return Table(f"What T and what tau did: linear test accuracy, {plan.seeds} seed(s), paired "
-                 f"by seed (search: {plan.compare})", EFFECT_HEADERS, cells, note)

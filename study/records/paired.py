@@ -1,14 +1,15 @@
-"""What paired differences over seeds can decide: the smallest effect the seeds would detect and
-the seeds an effect would need, from the spread of the per-seed differences.
+"""What paired differences over seeds can decide: whether a difference is there, ruled out, or
+undecided, the smallest effect the seeds would detect and the seeds an effect would need.
 
 Two configurations run on the same seeds give one difference per seed; their mean is tested
-against 0 with the paired t-test (the 95% interval of ``Stat.interval``). A difference whose
-interval holds 0 means "no difference" only where the seeds could have seen one: the
-*detectable* effect is the smallest true difference that the test finds with 80% power at
-these seeds and this spread (the noncentral t distribution, two-sided at 5%), and the *seeds
-needed* for an effect are the fewest with which the test finds it with 80% power, taking the
-spread as measured. Both read the measured spread as the true one, as any such plan does: with
-few seeds it is itself uncertain.
+against 0 with the paired t-test (the 95% interval of ``Stat.interval``). An interval that holds
+0 means "no difference" only where it also leaves out an effect worth having: the verdict says
+"no difference of 1 pt or more" where the whole interval lies within ±1 point, and "too few
+seeds to tell" otherwise. Beside it, for planning: the *detectable* effect, the smallest true
+difference that the test finds with 80% power at these seeds and this spread (the noncentral t
+distribution, two-sided at 5%), and the *seeds needed* for an effect, the fewest with which the
+test finds it with 80% power. Both read the measured spread as the true one, as any such plan
+does: with few seeds it is itself uncertain.
 """
 
 from __future__ import annotations
@@ -76,16 +77,17 @@ def seeds_needed(effect: float, d: Stat | None) -> int | None:
 
 def verdict(d: Stat | None, better: str, worse: str) -> str:
     """A paired difference in words: ``better`` or ``worse`` where its 95% interval leaves out
-    0; else whether the seeds could have seen an effect of ``EFFECT``."""
+    0; "no difference of 1 pt or more" where the interval lies within ±``EFFECT`` (the seeds
+    rule out an effect that large, an equivalence test); else "too few seeds to tell". The
+    detectable effect and the seeds needed are beside it, for planning, not for the verdict."""
     if d is None:
-        return "no seed finished in both"
+        return "no seed finished in all the cells compared"
     ci = d.interval()
     if ci is None:
         return "one seed: no spread to judge by"
     if not ci[0] <= 0 <= ci[1]:
         return better if d.mean > 0 else worse
-    smallest = detectable(d)
-    if smallest <= EFFECT:
+    if -EFFECT < ci[0] and ci[1] < EFFECT:
         return f"no difference of {100 * EFFECT:g} pt or more"
     return "too few seeds to tell"
 

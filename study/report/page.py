@@ -11,7 +11,8 @@ import html
 import time
 from pathlib import Path
 
-from study.records.comparison import attribution_table, cell_values, comparison_table
+from study.records.compare_tables import attribution_table, comparison_table
+from study.records.comparison import cell_values
 from study.records.formatting import Table
 from study.records.store import Store
 from study.records.trials import Counts
@@ -122,7 +123,11 @@ def build(store: Store, record: StudyRecord) -> tuple[str, list[Table]]:
             tables.append(attributed)
             cells = cell_values(record.trials, record.plan.points, record.plan.arms)
             sections.append('<h3 id="attribution">What T and what tau did</h3>'
-                            + attributed.html() + figures.fig_cells(cells, "linear test"))
+                            + attributed.html() + figures.fig_cells(cells, "linear test")
+                            + '<p class="note">Each split\'s cells (the four of the 2 x 2, '
+                            "fewer where two are one configuration): one grey line per seed "
+                            "joins that seed's runs (the differences are paired); red: each "
+                            "cell's mean.</p>")
     if record.kind != "search":
         tables.append(grid_table(record))
         gain = gain_table(record)
